@@ -1,0 +1,28 @@
+# xclip-pl: `make run` trains + tests X-CLIP on the embedded synthetic default; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU wheel by default (quick, small). GPU users: make install TORCH_SPEC="torch==2.13.0" PIP_ARGS="--index-url ..."
+# or install torch into .venv yourself first; an existing torch is never replaced.
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test run clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(PIP_ARGS) "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+run: install
+	$(VENV)/bin/xclip-pl fit --config conf/synthetic.yaml
+	$(PY) -m xclip_pl.scripts.test_best --config conf/synthetic.yaml
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

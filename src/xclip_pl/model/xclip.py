@@ -1,0 +1,138 @@
+"""X-CLIP: CLIP towers + temporal encoder + multi-grained AOSM similarity.
+
+Axes: ``a`` texts, ``b`` videos, ``w`` words, ``f`` frames, ``d`` embedding dim.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from transformers import CLIPConfig, CLIPModel
+
+from .encoders import CLIPTowers
+from .features import TextFeatures, VideoFeatures
+from .presets import build_clip
+from .similarity import MultiGrainedSimilarity
+from .temporal import TemporalTransformer, l2_normalize, masked_mean
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 25  # elements of one [a, b, w, f] frame-word block (128 MiB in fp32)
+
+
+class XCLIP(nn.Module):
+    """X-CLIP (Ma et al., ACM MM 2022) on Hugging Face CLIP.
+
+    Args:
+        clip: a preset name (random weights: ``tiny``, ``small``, ``random-vit-b-32``, ...), a local
+            Hugging Face CLIP directory or a hub id, or a built ``CLIPModel`` / ``CLIPConfig``.
+        max_words: caption length L in tokens, SOT and EOT included (sizes the L x L AOSM matrices).
+        max_frames: frames per video F (sizes the F x F AOSM matrices).
+        temporal_layers: blocks in the temporal encoder (reference: 4).
+        temporal_layer_norm_eps: LayerNorm epsilon in the temporal blocks (reference: 1e-12).
+        temporal_init: ``clip_text`` copies CLIP text blocks 0..k-1 and the text position table into
+            the temporal encoder when widths match (reference); ``random`` initialises them fresh.
+        temperature: AOSM softmax temperature (reference: 0.01).
+        mask_padding: mask pad words and padded frames in AOSM (reference: ``False``).
+        frame_features: frame embeddings entering AOSM: ``clip`` (before the temporal encoder, reference)
+            or ``temporal`` (after it, as drawn in the paper's Fig. 2).
+        text_padding_mask: give the text transformer a padding mask (reference: ``False``, causal only).
+    """
+
+    def __init__(
+        self,
+        clip: str | CLIPModel | CLIPConfig = "tiny",
+        max_words: int = 32,
+        max_frames: int = 12,
+        temporal_layers: int = 4,
+        temporal_layer_norm_eps: float = 1e-12,
+        temporal_init: Literal["clip_text", "random"] = "clip_text",
+        temperature: float = 0.01,
+        mask_padding: bool = False,
+        frame_features: Literal["clip", "temporal"] = "clip",
+        text_padding_mask: bool = False,
+    ) -> None:
+        super().__init__()
+        self.towers = CLIPTowers(build_clip(clip), text_padding_mask=text_padding_mask)
+        text_cfg = self.towers.clip.config.text_config
+        dim = self.towers.embed_dim
+        if max_words > text_cfg.max_position_embeddings:
+            raise ValueError(f"max_words={max_words} exceeds the text tower's {text_cfg.max_position_embeddings} positions")
+        self.temporal = TemporalTransformer(dim, temporal_layers, text_cfg.max_position_embeddings, temporal_layer_norm_eps)
+        self.similarity_head = MultiGrainedSimilarity(dim, max_words, max_frames, temperature, mask_padding)
+        self.frame_features = frame_features
+        if temporal_init == "clip_text":
+            self.init_temporal_from_text_tower()
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.towers.clip.logit_scale
+
+    @property
+    def max_words(self) -> int:
+        return self.similarity_head.max_words
+
+    @property
+    def max_frames(self) -> int:
+        return self.similarity_head.max_frames
+
+    def init_temporal_from_text_tower(self) -> bool:
+        """Copy text blocks 0..k-1 and the text position table (reference 1.10). False if widths differ."""
+        text = self.towers.clip.text_model
+        pos = text.embeddings.position_embedding.weight
+        if pos.shape[1] != self.towers.embed_dim or len(self.temporal.blocks) > len(text.encoder.layers):
+            return False
+        with torch.no_grad():
+            self.temporal.frame_position.weight.copy_(pos)
+            for block, layer in zip(self.temporal.blocks, text.encoder.layers):
+                block.load_state_dict(layer.state_dict(), strict=True)
+        return True
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
+        """Normalised sentence [a, d] and word [a, w, d] embeddings of token ids [a, w]."""
+        sentence_emb, word_emb = self.towers.encode_text(input_ids, attention_mask)
+        return TextFeatures(l2_normalize(sentence_emb.float()), l2_normalize(word_emb.float()), attention_mask.bool())
+
+    def encode_video(self, pixel_values: Tensor, frame_mask: Tensor) -> VideoFeatures:
+        """Video [b, d] and frame [b, f, d] embeddings of normalised frames [b, f, 3, h, w] with mask [b, f]."""
+        frame_mask = frame_mask.bool()
+        raw = self.towers.encode_frames(pixel_values).float()  # [b, f, d]
+        contextual = self.temporal(raw, frame_mask)  # [b, f, d]
+        video_emb = l2_normalize(masked_mean(l2_normalize(contextual), frame_mask))  # [b, d]
+        frame_emb = raw if self.frame_features == "clip" else contextual
+        return VideoFeatures(video_emb, l2_normalize(frame_emb), frame_mask)
+
+    def similarity(self, text: TextFeatures, video: VideoFeatures, chunk_size: int | None = None) -> Tensor:
+        """Logits [a, b] (logit scale applied), computed in text x video blocks of ``chunk_size`` items
+        per side (default: blocks of about 2^25 frame-word elements)."""
+        a, b = len(text), len(video)
+        ta, tb = _block_sizes(a, b, self.max_words * self.max_frames, chunk_size)
+        if ta >= a and tb >= b:
+            return self.similarity_head(text, video, self.logit_scale)
+        rows = []
+        for i in range(0, a, ta):
+            block_text = text[i : i + ta]
+            rows.append(torch.cat([self.similarity_head(block_text, video[j : j + tb], self.logit_scale) for j in range(0, b, tb)], 1))
+        return torch.cat(rows, 0)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, pixel_values: Tensor, frame_mask: Tensor) -> Tensor:
+        """Logits [a, b] between a batch of captions and a batch of videos."""
+        return self.similarity(self.encode_text(input_ids, attention_mask), self.encode_video(pixel_values, frame_mask))
+
+    @classmethod
+    def from_official_checkpoint(cls, path: str | Path, max_words: int = 32, max_frames: int = 12, **kwargs) -> "XCLIP":
+        """Build X-CLIP from a state dict saved by the reference code (``pytorch_model.bin.N``)."""
+        from .official import load_official_checkpoint
+
+        return load_official_checkpoint(cls, path, max_words=max_words, max_frames=max_frames, **kwargs)
+
+
+def _block_sizes(a: int, b: int, words_x_frames: int, chunk_size: int | None) -> tuple[int, int]:
+    """Texts and videos per block: ``chunk_size`` each, or square-ish blocks within DEFAULT_CHUNK_ELEMENTS."""
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        return chunk_size, chunk_size
+    side = max(1, int(math.sqrt(DEFAULT_CHUNK_ELEMENTS / words_x_frames)))
+    return side, side
