@@ -12,9 +12,9 @@ from transformers import CLIPConfig, CLIPModel
 # Widths are multiples of 64 so that the OpenAI rule heads = width // 64 holds (checkpoint round trips).
 PRESETS: dict[str, dict] = {
     "tiny": dict(
-        text=dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        text=dict(vocab_size=1024, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
                   num_attention_heads=1, max_position_embeddings=77),
-        vision=dict(image_size=32, patch_size=16, hidden_size=64, intermediate_size=128,
+        vision=dict(image_size=32, patch_size=16, hidden_size=64, intermediate_size=256,
                     num_hidden_layers=2, num_attention_heads=1),
         projection_dim=64,
     ),

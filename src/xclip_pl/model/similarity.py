@@ -19,7 +19,7 @@ def attention_over_scores(scores: Tensor, mix: Tensor, temperature: float, mask:
     """AOSM over the last axis of ``scores`` [..., n]: softmax(s / tau) mixed by ``mix`` [n, n], then the
     weighted sum of the scores. ``mask`` [..., n] (broadcastable) removes positions from the softmax and
     the sum; ``None`` keeps every position, as the reference does. Softmax statistics are in fp32."""
-    logits = scores.float() / temperature
+    logits = (scores.float() if scores.element_size() < 4 else scores) / temperature  # fp32 softmax for half types
     if mask is not None:
         logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
         scores = scores.masked_fill(~mask, 0.0)

@@ -1,0 +1,234 @@
+"""``VideoTextDataModule``: every dataset-independent data argument, validation, tokenizer and loaders.
+
+A dataset plugin (``datamodules/*.py``) subclasses it and implements only :meth:`load_records` (and,
+for clear errors, :meth:`required_paths`). Training yields one batch of (video, caption) pairs; val,
+test and predict yield a LIST of two loaders, ``[videos, captions]``, so each video is encoded once.
+
+Default cache locations (``<cache>`` = ``<root>/.xclip_pl`` when ``root`` is writable, otherwise
+``~/.cache/xclip_pl/<hash of root>``): the offline tokenizer in ``<cache>/tokenizers/bpe<V>-<hash>/``,
+decoded frames in ``<cache>/frame_cache/``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .dataset import ClipLoader, EvalCaptions, EvalVideos, TrainPairs
+from .records import VideoRecord, find_record_problems
+from .tokenizer import load_tokenizer, save_tokenizer, train_bpe_tokenizer
+
+Split = Literal["train", "val", "test"]
+STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
+    "fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
+    None: ("train", "val", "test"),
+}
+
+
+def default_cache_dir(root: Path, name: str) -> Path:
+    """``<root>/.xclip_pl/<name>`` if ``root`` is writable, else ``~/.cache/xclip_pl/<hash of root>/<name>``."""
+    if os.access(root, os.W_OK):
+        return root / ".xclip_pl" / name
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return Path.home() / ".cache" / "xclip_pl" / digest / name
+
+
+class VideoTextDataModule(pl.LightningDataModule):
+    """Base class of the text-video datamodules: subclasses implement :meth:`load_records`.
+
+    Args:
+        root: the dataset directory (annotation files and videos, laid out as the subclass expects).
+        max_words: token slots per caption, SOT and EOT included (reference: 32; 64 for paragraphs).
+        max_frames: frames per clip; shorter clips are padded and masked (reference: 12; 64 for long videos).
+        fps: candidate frames per second before ``max_frames`` of them are kept (reference: 1).
+        frame_sampling: which candidates to keep when there are too many: evenly spread, first or last.
+        image_size: square frame side after resize and centre crop (must match the vision tower).
+        batch_size: training pairs per device and step (the contrastive batch is this times the devices).
+        eval_batch_size: videos or captions per device and step in val / test / predict.
+        num_workers: DataLoader worker processes per device (0 = decode in the main process).
+        tokenizer: a CLIP tokenizer directory or hub id; None trains the offline BPE on the training captions.
+        tokenizer_dir: cache directory of the offline BPE (one subdirectory per vocabulary size and caption
+            hash); None = ``<root>/.xclip_pl/tokenizers`` (or ``~/.cache/xclip_pl/...`` if root is read-only).
+        tokenizer_vocab_size: largest vocabulary of the offline BPE, specials included (>= 514; at most the
+            text tower's vocabulary).
+        pad_token_id: id written after EOT (the reference pads with 0).
+        frame_cache: keep decoded clips as .npy files and reuse them (keyed by file identity and decoding args).
+        frame_cache_dir: where the frame cache lives when ``frame_cache`` is on; None =
+            ``<root>/.xclip_pl/frame_cache`` (or ``~/.cache/xclip_pl/...`` if root is read-only).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        max_words: int = 32,
+        max_frames: int = 12,
+        fps: float = 1.0,
+        frame_sampling: Literal["uniform", "head", "tail"] = "uniform",
+        image_size: int = 224,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        num_workers: int = 4,
+        tokenizer: str | None = None,
+        tokenizer_dir: str | None = None,
+        tokenizer_vocab_size: int = 1000,
+        pad_token_id: int = 0,
+        frame_cache: bool = False,
+        frame_cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root).expanduser()
+        self.max_words, self.max_frames, self.fps = max_words, max_frames, fps
+        self.frame_sampling, self.image_size = frame_sampling, image_size
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.tokenizer_source, self.tokenizer_dir = tokenizer, tokenizer_dir
+        self.tokenizer_vocab_size, self.pad_token_id = tokenizer_vocab_size, pad_token_id
+        self.frame_cache, self.frame_cache_dir = frame_cache, frame_cache_dir
+        self.tokenizer = None  # a transformers.CLIPTokenizer once setup() ran
+        self.records: dict[str, list[VideoRecord]] = {}
+        self._datasets: dict[str, Dataset | tuple[Dataset, Dataset]] = {}
+
+    # ---- what a dataset plugin implements ---------------------------------------------------------
+    def load_records(self, split: Split) -> list[VideoRecord]:
+        """The videos of ``split`` with their captions (paths need not exist: the base class checks)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement load_records(split)")
+
+    def required_paths(self, split: Split) -> list[tuple[str, Path]]:
+        """``(description, path)`` of the files and directories ``load_records(split)`` reads; each missing
+        one is reported (and ``load_records`` not called) instead of failing inside the parser."""
+        return []
+
+    # ---- setup ----------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Load and validate the splits ``stage`` needs, build the tokenizer and the datasets."""
+        if stage not in STAGE_SPLITS:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {[s for s in STAGE_SPLITS if s]}")
+        splits = STAGE_SPLITS[stage]
+        caption_only = ("train",) if self._needs_offline_tokenizer() and "train" not in splits else ()
+        problems = self._load_splits(splits, check_files=True) + self._load_splits(caption_only, check_files=False)
+        if problems:
+            raise ValueError(self._problem_report(problems))
+        self._build_tokenizer()
+        for split in splits:
+            self._datasets.setdefault(split, self._build_datasets(split))
+
+    def _needs_offline_tokenizer(self) -> bool:
+        return self.tokenizer is None and self.tokenizer_source is None
+
+    def _load_splits(self, splits: tuple[str, ...], check_files: bool) -> list[tuple[str, str]]:
+        """Load each split not loaded yet; ``(split, problem)`` for everything wrong with them."""
+        problems: list[tuple[str, str]] = []
+        for split in splits:
+            if split in self.records:
+                continue
+            missing = [(split, f"{what} not found: {path}") for what, path in self.required_paths(split)
+                       if not Path(path).exists()]
+            if missing:
+                problems += missing
+                continue
+            try:
+                records = self.load_records(split)
+            except (ValueError, KeyError, OSError) as error:
+                problems.append((split, f"could not read the annotations: {type(error).__name__}: {error}"))
+                continue
+            found = [(split, p) for p in find_record_problems(records, check_files=check_files)]
+            problems += found
+            if not found:
+                self.records[split] = records
+        return problems
+
+    def _problem_report(self, problems: list[tuple[str, str]]) -> str:
+        """One message for all problems; identical ones from several splits are merged."""
+        merged: dict[str, list[str]] = {}
+        for split, problem in problems:
+            merged.setdefault(problem, []).append(split)
+        lines = [f"  - [{', '.join(splits)}] {problem}" for problem, splits in merged.items()]
+        return (f"{type(self).__name__}(root={str(self.root)!r}): {len(lines)} problem(s) with the dataset:\n"
+                + "\n".join(lines) + "\nFix the files or the datamodule arguments (see `xclip-pl fit --data.help "
+                f"{type(self).__module__}.{type(self).__name__}`).")
+
+    # ---- tokenizer ------------------------------------------------------------------------------
+    def _build_tokenizer(self) -> None:
+        """Load the configured tokenizer, or the offline BPE (trained once per caption set, then cached)."""
+        if self.tokenizer is not None:
+            return
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # quiet and safe in forked DataLoader workers
+        if self.tokenizer_source is not None:
+            self.tokenizer = load_tokenizer(self.tokenizer_source)
+            return
+        captions = [c for record in self.records["train"] for c in record.captions]
+        out_dir = self.offline_tokenizer_dir(captions)
+        if (out_dir / "vocab.json").is_file() and (out_dir / "merges.txt").is_file():
+            self.tokenizer = load_tokenizer(out_dir)
+        else:
+            self.tokenizer = train_bpe_tokenizer(captions, out_dir, self.tokenizer_vocab_size)
+
+    def offline_tokenizer_dir(self, captions: list[str]) -> Path:
+        """``<tokenizer_dir>/bpe<V>-<hash of the captions>``: a new caption set trains a new tokenizer."""
+        digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()[:16]
+        base = Path(self.tokenizer_dir) if self.tokenizer_dir else default_cache_dir(self.root, "tokenizers")
+        return base / f"bpe{self.tokenizer_vocab_size}-{digest}"
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Number of token ids of the tokenizer (None before setup)."""
+        return None if self.tokenizer is None else len(self.tokenizer)
+
+    def save_tokenizer(self, out_dir: str | Path) -> Path:
+        """Write the tokenizer as ``vocab.json`` + ``merges.txt`` into ``out_dir`` (e.g. the run directory);
+        ``tokenizer: <out_dir>`` loads it back."""
+        if self.tokenizer is None:
+            raise RuntimeError(f"{type(self).__name__}.save_tokenizer: call setup() first, no tokenizer yet")
+        return save_tokenizer(self.tokenizer, out_dir)
+
+    # ---- datasets and loaders ------------------------------------------------------------------
+    def _clip_loader(self) -> ClipLoader:
+        cache = None
+        if self.frame_cache:
+            cache = Path(self.frame_cache_dir) if self.frame_cache_dir else default_cache_dir(self.root, "frame_cache")
+        return ClipLoader(self.max_frames, self.image_size, self.fps, self.frame_sampling, cache)
+
+    def _build_datasets(self, split: str) -> Dataset | tuple[Dataset, Dataset]:
+        records = self.records[split]
+        if split == "train":
+            return TrainPairs(records, self.tokenizer, self._clip_loader(), self.max_words, self.pad_token_id)
+        return (EvalVideos(records, self._clip_loader()),
+                EvalCaptions(records, self.tokenizer, self.max_words, self.pad_token_id))
+
+    def _dataset(self, split: str, stage: str):
+        if split not in self._datasets:
+            raise RuntimeError(f"{type(self).__name__}: no {split!r} data; call setup({stage!r}) first")
+        return self._datasets[split]
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool = False) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (video, caption) pairs with ``drop_last`` (equal per-rank batches for the gather)."""
+        dataset = self._dataset("train", "fit")
+        if len(dataset) < self.batch_size:
+            raise ValueError(f"the train split has {len(dataset)} pairs, fewer than batch_size={self.batch_size}: "
+                             "with drop_last there would be no batch; lower batch_size")
+        return self._loader(dataset, self.batch_size, train=True)
+
+    def _eval_loaders(self, split: str, stage: str) -> list[DataLoader]:
+        videos, captions = self._dataset(split, stage)
+        return [self._loader(videos, self.eval_batch_size), self._loader(captions, self.eval_batch_size)]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """``[videos_loader, captions_loader]`` of the val split (in order, nothing dropped)."""
+        return self._eval_loaders("val", "validate")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """``[videos_loader, captions_loader]`` of the test split (in order, nothing dropped)."""
+        return self._eval_loaders("test", "test")
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        """``[videos_loader, captions_loader]`` of the test split (in order, nothing dropped)."""
+        return self._eval_loaders("test", "predict")

@@ -1,0 +1,179 @@
+"""Torch datasets over :class:`VideoRecord` lists: training pairs, evaluation videos, evaluation captions.
+
+Every item carries global indices (``index`` / ``video_index`` / ``text_index``) so that evaluation can
+drop the duplicates a distributed sampler pads with. Frames stay uint8 ``[F, H, W, 3]``; normalisation
+happens on the device. A video that cannot be decoded gives zero frames, an all-False ``frame_mask``,
+``video_ok=False`` and a warning naming the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .records import VideoRecord, caption_pairs
+from .tokenizer import tokenize
+
+
+class ClipLoader:
+    """Decodes a record's clip with ``xclip_pl.data.video.decode_clip``, through an optional .npy cache.
+
+    Args:
+        max_frames: frames per clip (F); shorter videos are padded and masked.
+        image_size: square frame side after resize + centre crop.
+        fps: candidate frames per second before sampling ``max_frames`` of them.
+        sampling: which candidates to keep when there are more than ``max_frames``.
+        cache_dir: directory for decoded clips (``<key>.frames.npy`` + ``<key>.mask.npy``), or None.
+    """
+
+    def __init__(self, max_frames: int, image_size: int, fps: float = 1.0,
+                 sampling: Literal["uniform", "head", "tail"] = "uniform", cache_dir: Path | None = None) -> None:
+        self.max_frames, self.image_size, self.fps, self.sampling = max_frames, image_size, fps, sampling
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+
+    def empty(self) -> tuple[np.ndarray, np.ndarray]:
+        """Zero frames and an all-False mask (the stand-in for a video that cannot be decoded)."""
+        size = self.image_size
+        return np.zeros((self.max_frames, size, size, 3), np.uint8), np.zeros(self.max_frames, bool)
+
+    def cache_key(self, record: VideoRecord) -> str:
+        """Hash of the file's identity (path, size, mtime) and of every decoding argument."""
+        stat = Path(record.path).stat()
+        parts = (str(Path(record.path).resolve()), stat.st_size, stat.st_mtime_ns, self.max_frames,
+                 self.image_size, self.fps, self.sampling, record.start, record.end)
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+    def load(self, record: VideoRecord) -> tuple[np.ndarray, np.ndarray, bool]:
+        """``(frames uint8 [F, S, S, 3], frame_mask bool [F], ok)``; never raises for a bad file."""
+        from .video import VideoDecodeError, decode_clip  # noqa: PLC0415 (video.py is a sibling module)
+
+        try:
+            key = self.cache_key(record) if self.cache_dir is not None else None
+            cached = self._read_cache(key)
+            if cached is not None:
+                return (*cached, True)
+            frames, mask = decode_clip(record.path, self.max_frames, self.image_size, fps=self.fps,
+                                       sampling=self.sampling, start=record.start, end=record.end)
+        except (VideoDecodeError, OSError) as error:
+            warnings.warn(f"video {record.video_id!r} ({record.path}) could not be decoded, using an empty clip: "
+                          f"{error}", RuntimeWarning, stacklevel=2)
+            return (*self.empty(), False)
+        self._write_cache(key, frames, mask)
+        return frames, mask, True
+
+    def _read_cache(self, key: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The cached clip, or None (the mask file is written last, so its presence means complete)."""
+        if key is None or not (self.cache_dir / f"{key}.mask.npy").is_file():
+            return None
+        try:
+            return np.load(self.cache_dir / f"{key}.frames.npy"), np.load(self.cache_dir / f"{key}.mask.npy")
+        except (OSError, ValueError):  # a damaged entry: decode again (and overwrite it)
+            return None
+
+    def _write_cache(self, key: str | None, frames: np.ndarray, mask: np.ndarray) -> None:
+        """Atomic writes (temporary file + rename): several DataLoader workers may write one key."""
+        if key is None:
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        for name, array in ((f"{key}.frames.npy", frames), (f"{key}.mask.npy", mask)):
+            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{name}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, array)
+            os.replace(tmp, self.cache_dir / name)
+
+
+class _TextMixin:
+    """Lazy per-item tokenisation with the tokenizer object the dataset holds."""
+
+    tokenizer: object
+    max_words: int
+    pad_id: int
+
+    def _tokens(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = tokenize(self.tokenizer, [caption], self.max_words, self.pad_id)
+        return ids[0], mask[0]  # [L], [L]
+
+
+def _video_item(loader: ClipLoader, record: VideoRecord) -> dict:
+    frames, mask, ok = loader.load(record)
+    return {"frames": torch.from_numpy(frames), "frame_mask": torch.from_numpy(mask), "video_ok": ok}
+
+
+class TrainPairs(_TextMixin, Dataset):
+    """One item per (video, caption) pair: every caption of every video (the reference's expanded pairs).
+
+    Items: ``frames`` uint8 [F, S, S, 3], ``frame_mask`` bool [F], ``input_ids`` long [L],
+    ``attention_mask`` long [L], ``index`` (pair index), ``video_index``, ``video_ok``.
+
+    Args:
+        records: the training videos.
+        tokenizer: a ``CLIPTokenizer`` (see :mod:`xclip_pl.data.tokenizer`).
+        clip_loader: decodes (and caches) the frames.
+        max_words: token slots L, SOT and EOT included.
+        pad_id: id written after EOT (the reference uses 0).
+    """
+
+    def __init__(self, records: list[VideoRecord], tokenizer, clip_loader: ClipLoader, max_words: int,
+                 pad_id: int = 0) -> None:
+        self.records, self.tokenizer, self.loader = records, tokenizer, clip_loader
+        self.max_words, self.pad_id = max_words, pad_id
+        self.pairs = caption_pairs(records)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        video_index, caption = self.pairs[index]
+        input_ids, attention_mask = self._tokens(caption)
+        item = _video_item(self.loader, self.records[video_index])
+        return {**item, "input_ids": input_ids, "attention_mask": attention_mask, "index": index,
+                "video_index": video_index}
+
+
+class EvalVideos(Dataset):
+    """One item per unique video: ``frames``, ``frame_mask``, ``video_index``, ``video_ok``.
+
+    Args:
+        records: the evaluation videos.
+        clip_loader: decodes (and caches) the frames.
+    """
+
+    def __init__(self, records: list[VideoRecord], clip_loader: ClipLoader) -> None:
+        self.records, self.loader = records, clip_loader
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**_video_item(self.loader, self.records[index]), "video_index": index}
+
+
+class EvalCaptions(_TextMixin, Dataset):
+    """One item per caption: ``input_ids``, ``attention_mask``, ``text_index``, ``video_index`` (its video).
+
+    Args:
+        records: the evaluation videos (captions are numbered in record order).
+        tokenizer: a ``CLIPTokenizer``.
+        max_words: token slots L, SOT and EOT included.
+        pad_id: id written after EOT (the reference uses 0).
+    """
+
+    def __init__(self, records: list[VideoRecord], tokenizer, max_words: int, pad_id: int = 0) -> None:
+        self.tokenizer, self.max_words, self.pad_id = tokenizer, max_words, pad_id
+        self.pairs = caption_pairs(records)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        video_index, caption = self.pairs[index]
+        input_ids, attention_mask = self._tokens(caption)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "text_index": index,
+                "video_index": video_index}

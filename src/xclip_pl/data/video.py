@@ -1,0 +1,253 @@
+"""Video decoding with PyAV and the reference X-CLIP frame sampling.
+
+The reference loader (OpenCV) takes one frame per second over ``[start, end]`` (whole seconds,
+inclusive, frames past the end of the stream are not produced), keeps ``max_frames`` of these
+candidates (``slice_framepos`` 2 = uniform, 0 = head, 1 = tail), resizes each kept frame with PIL
+bicubic so that its short side is 224 and centre-crops it.
+
+This port computes the target *timestamps* of the kept frames first, then decodes sequentially
+only up to the last of them and converts to RGB only the frames it keeps. Timestamps (not
+``index / frame_rate``) make it correct for variable-frame-rate video.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+from PIL import Image
+
+FrameSampling = Literal["uniform", "head", "tail"]
+
+DECODE_THREADS = 1  # per decode; DataLoader workers already run in parallel
+_TIME_EPS = 1e-6
+
+
+class VideoDecodeError(RuntimeError):
+    """A video that cannot be decoded (missing, zero bytes, truncated, not a video, no frames). Message names the file."""
+
+
+class _StreamEndedEarly(Exception):
+    """Internal: the stream ended well before the duration its header claims."""
+
+    def __init__(self, measured_duration: float) -> None:
+        super().__init__(measured_duration)
+        self.measured_duration = measured_duration
+
+
+@dataclass(frozen=True)
+class _StreamTiming:
+    """Time facts of a video stream, in seconds."""
+
+    origin: float | None  # time of the stream's first frame (stream.start_time), None if unknown
+    duration: float | None  # None if neither the stream nor the container header knows it
+    frame_interval: float  # 1 / average frame rate, 0.0 if unknown
+
+
+def sample_frame_indices(num_candidates: int, max_frames: int, sampling: FrameSampling = "uniform") -> list[int]:
+    """Which of the ``num_candidates`` 1-fps candidate frames to keep, in temporal order.
+
+    All of them if ``num_candidates <= max_frames``; otherwise ``uniform`` keeps
+    ``floor(linspace(0, n - 1, max_frames))`` (reference ``slice_framepos=2``, first and last kept),
+    ``head`` the first ``max_frames`` and ``tail`` the last ``max_frames``.
+    """
+    if num_candidates < 0 or max_frames < 1:
+        raise ValueError(f"need num_candidates >= 0 and max_frames >= 1, got {num_candidates}, {max_frames}")
+    if num_candidates <= max_frames:
+        return list(range(num_candidates))
+    if sampling == "uniform":
+        return np.linspace(0, num_candidates - 1, num=max_frames).astype(np.int64).tolist()
+    if sampling == "head":
+        return list(range(max_frames))
+    if sampling == "tail":
+        return list(range(num_candidates - max_frames, num_candidates))
+    raise ValueError(f"sampling must be 'uniform', 'head' or 'tail', got {sampling!r}")
+
+
+def candidate_times(duration: float, fps: float, start: float | None = None, end: float | None = None) -> list[float]:
+    """Times (seconds from the first frame) of the candidate frames: one per ``1 / fps`` from ``start``
+    up to ``end`` inclusive, only those before the end of the stream (``t < duration``)."""
+    first = 0.0 if start is None else max(0.0, float(start))
+    last = duration if end is None else float(end)
+    times: list[float] = []
+    k = 0
+    while True:
+        t = first + k / fps
+        if t > last + _TIME_EPS or t >= duration - _TIME_EPS:
+            return times
+        times.append(t)
+        k += 1
+
+
+def resize_center_crop(image: Image.Image, image_size: int) -> np.ndarray:
+    """PIL bicubic resize so the short side is ``image_size``, then centre crop to a square
+    (torchvision ``Resize(size, BICUBIC)`` + ``CenterCrop(size)`` arithmetic). -> uint8 [S, S, 3]."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    new_long = int(image_size * long / short)
+    new_size = (image_size, new_long) if width <= height else (new_long, image_size)
+    if new_size != (width, height):
+        image = image.resize(new_size, Image.BICUBIC)
+    new_width, new_height = new_size
+    top = int(round((new_height - image_size) / 2.0))
+    left = int(round((new_width - image_size) / 2.0))
+    image = image.crop((left, top, left + image_size, top + image_size))
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _stream_timing(container: av.container.InputContainer, stream: av.VideoStream) -> _StreamTiming:
+    """Origin, duration and frame interval from the headers (mp4: stream; webm/mkv: container)."""
+    time_base = stream.time_base
+    origin = None
+    if time_base and stream.start_time is not None:
+        origin = float(stream.start_time * time_base)
+    duration = None
+    if time_base and stream.duration:
+        duration = float(stream.duration * time_base)
+    elif container.duration:
+        duration = container.duration / av.time_base
+        if container.start_time is not None and origin is not None:
+            duration -= max(0.0, origin - container.start_time / av.time_base)
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    frame_interval = 1.0 / float(rate) if rate else 0.0
+    return _StreamTiming(origin, duration, frame_interval)
+
+
+def _scan_duration(container: av.container.InputContainer, stream: av.VideoStream, origin: float | None) -> float:
+    """Duration in seconds from the packet timestamps (demux only, no decoding)."""
+    time_base = stream.time_base
+    first, last = None, None
+    for packet in container.demux(stream):
+        if packet.pts is None or not time_base:
+            continue
+        begin = float(packet.pts * time_base)
+        finish = begin + float((packet.duration or 0) * time_base)
+        first = begin if first is None else min(first, begin)
+        last = finish if last is None else max(last, finish)
+    if last is None:
+        return 0.0
+    return last - (origin if origin is not None else first)
+
+
+def _frame_time(frame: av.VideoFrame, previous: float | None, frame_interval: float) -> float:
+    """Presentation time in seconds; if the frame has no pts, one interval after the previous frame."""
+    if frame.time is not None:
+        return float(frame.time)
+    return 0.0 if previous is None else previous + frame_interval
+
+
+def _seek_before(container: av.container.InputContainer, stream: av.VideoStream, seconds: float) -> None:
+    """Seek to the keyframe at or before ``seconds`` (absolute stream time)."""
+    container.seek(int(seconds / stream.time_base), stream=stream, backward=True, any_frame=False)
+
+
+def _grab_frames(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    timing: _StreamTiming,
+    targets: list[float],
+    image_size: int,
+) -> list[np.ndarray]:
+    """Decode up to the last target; for each target keep the first frame with time >= target - half an
+    interval (or the last frame if the stream ends within a frame interval of the target).
+
+    Raises _StreamEndedEarly when the stream ends clearly before the targets (wrong header duration).
+    """
+    half = 0.5 * timing.frame_interval
+    origin = timing.origin
+    if origin is not None and targets[0] - half > timing.frame_interval:
+        _seek_before(container, stream, origin + targets[0] - half)
+    kept: list[np.ndarray] = []
+    last_frame, last_time = None, None
+    for frame in container.decode(stream):
+        time = _frame_time(frame, last_time, timing.frame_interval)
+        origin = time if origin is None else origin
+        relative = time - origin
+        if relative >= targets[len(kept)] - half - _TIME_EPS:
+            pixels = resize_center_crop(frame.to_image(), image_size)
+            while len(kept) < len(targets) and relative >= targets[len(kept)] - half - _TIME_EPS:
+                kept.append(pixels)
+            if len(kept) == len(targets):
+                return kept
+        last_frame, last_time = frame, relative
+    if last_frame is None:
+        return kept
+    tolerance = max(2.0 * timing.frame_interval, 0.1)
+    if targets[len(kept)] - last_time > tolerance:
+        raise _StreamEndedEarly(last_time + max(timing.frame_interval, _TIME_EPS))
+    pixels = resize_center_crop(last_frame.to_image(), image_size)
+    return kept + [pixels] * (len(targets) - len(kept))
+
+
+def _decode_once(
+    path: Path, max_frames: int, image_size: int, fps: float, sampling: FrameSampling,
+    start: float | None, end: float | None, known_duration: float | None,
+) -> list[np.ndarray]:
+    """One pass: open, work out the targets, decode them. ``known_duration`` overrides the header."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise VideoDecodeError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = DECODE_THREADS
+        timing = _stream_timing(container, stream)
+        duration = known_duration if known_duration is not None else timing.duration
+        if duration is None:
+            duration = _scan_duration(container, stream, timing.origin)
+            container.seek(0)
+        times = candidate_times(duration, fps, start, end)
+        if not times:
+            raise VideoDecodeError(
+                f"{path}: no frame in the window start={start} end={end} (duration {duration:.3f} s)")
+        targets = [times[i] for i in sample_frame_indices(len(times), max_frames, sampling)]
+        return _grab_frames(container, stream, timing, targets, image_size)
+
+
+def _check_arguments(
+    max_frames: int, image_size: int, fps: float, sampling: str, start: float | None, end: float | None
+) -> None:
+    """Programming errors (not bad files) raise ValueError."""
+    if sampling not in ("uniform", "head", "tail"):
+        raise ValueError(f"sampling must be 'uniform', 'head' or 'tail', got {sampling!r}")
+    if max_frames < 1 or image_size < 1 or fps <= 0:
+        raise ValueError(f"need max_frames >= 1, image_size >= 1, fps > 0; got {max_frames}, {image_size}, {fps}")
+    if start is not None and end is not None and end < start:
+        raise ValueError(f"end ({end}) is before start ({start})")
+
+
+def decode_clip(
+    path: str | Path,
+    max_frames: int,
+    image_size: int,
+    fps: float = 1.0,
+    sampling: FrameSampling = "uniform",
+    start: float | None = None,
+    end: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the reference's 1-fps frames of one video (window ``[start, end]`` seconds, inclusive).
+
+    Returns ``frames`` uint8 [max_frames, image_size, image_size, 3] (RGB; unused slots are zeros) and
+    ``frame_mask`` bool [max_frames] (True for the first n decoded slots). Raises VideoDecodeError.
+    """
+    _check_arguments(max_frames, image_size, fps, sampling, start, end)
+    path = Path(path)
+    args = (path, max_frames, image_size, fps, sampling, start, end)
+    try:
+        try:
+            kept = _decode_once(*args, known_duration=None)
+        except _StreamEndedEarly as early:
+            kept = _decode_once(*args, known_duration=early.measured_duration)
+    except VideoDecodeError:
+        raise
+    except _StreamEndedEarly as early:
+        raise VideoDecodeError(f"{path}: stream ends at {early.measured_duration:.3f} s, before its frames") from None
+    except (av.FFmpegError, OSError, ValueError, EOFError, IndexError, ZeroDivisionError) as error:
+        raise VideoDecodeError(f"{path}: {type(error).__name__}: {error}") from error
+    if not kept:
+        raise VideoDecodeError(f"{path}: no frame could be decoded")
+    frames = np.zeros((max_frames, image_size, image_size, 3), dtype=np.uint8)
+    frames[: len(kept)] = np.stack(kept)
+    frame_mask = np.zeros(max_frames, dtype=bool)
+    frame_mask[: len(kept)] = True
+    return frames, frame_mask

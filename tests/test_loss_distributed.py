@@ -1,0 +1,82 @@
+"""Symmetric InfoNCE, and a 2-process gloo run equal to one process on the same global batch."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from helpers_model import random_ids, random_video, randomize_matrices
+from xclip_pl import XCLIP
+from xclip_pl.distributed import gather_features
+from xclip_pl.loss import contrastive_loss, symmetric_infonce
+
+WORDS, FRAMES, BATCH = 8, 3, 3  # per-rank batch; the global batch is 2 x 3
+
+
+def test_symmetric_infonce_by_hand():
+    logits = torch.tensor([[2.0, 0.0], [1.0, 3.0]])
+    rows = -(torch.log_softmax(logits, 1).diagonal()).mean()
+    cols = -(torch.log_softmax(logits.t(), 1).diagonal()).mean()
+    torch.testing.assert_close(symmetric_infonce(logits), 0.5 * (rows + cols))
+    torch.testing.assert_close(symmetric_infonce(logits), 0.5 * (F.cross_entropy(logits, torch.arange(2)) + F.cross_entropy(logits.t(), torch.arange(2))))
+
+
+def build():
+    torch.manual_seed(0)
+    model = XCLIP("tiny", max_words=WORDS, max_frames=FRAMES)
+    randomize_matrices(model, 0.05)
+    torch.manual_seed(1)
+    ids, mask = random_ids(2 * BATCH, WORDS, lengths=[4, 8, 6])
+    pixels, frame_mask = random_video(2 * BATCH, FRAMES, valid=[3, 1, 2])
+    return model, (ids, mask, pixels, frame_mask)
+
+
+def step(model, batch, rank, world, local_loss):
+    ids, mask, pixels, frame_mask = (t[rank * BATCH : (rank + 1) * BATCH] if world > 1 else t for t in batch)
+    text, video = model.encode_text(ids, mask), model.encode_video(pixels, frame_mask)
+    loss = contrastive_loss(model.similarity, text, video, gather_features, rank, world, local_loss)
+    loss.backward()
+    return loss.detach()
+
+
+def worker(rank, port, out_path, local_loss):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    model, batch = build()
+    loss = step(model, batch, rank, 2, local_loss)
+    dist.all_reduce(loss)
+    grads = {}
+    for name, p in model.named_parameters():  # DDP averages gradients over ranks
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        dist.all_reduce(g)
+        grads[name] = g / 2
+    if rank == 0:
+        torch.save({"loss": loss / 2, "grads": grads}, out_path)
+    dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("local_loss", [True, False])
+def test_two_process_gloo_equals_single_process(tmp_path, local_loss):
+    out = tmp_path / "dist.pt"
+    mp.spawn(worker, args=(free_port(), str(out), local_loss), nprocs=2, join=True)
+    result = torch.load(out)
+    model, batch = build()
+    loss = step(model, batch, 0, 1, local_loss)
+    torch.testing.assert_close(result["loss"], loss, rtol=1e-5, atol=1e-6)
+    checked = 0
+    for name, p in model.named_parameters():
+        if p.grad is None:
+            continue
+        torch.testing.assert_close(result["grads"][name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+        checked += 1
+    assert checked > 50

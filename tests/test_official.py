@@ -1,0 +1,91 @@
+"""Reference checkpoints: key mapping, loading, and logits equal to a transcription of the reference code."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers_model import random_ids, random_video, randomize_matrices
+from reference_xclip import ReferenceXCLIP
+from xclip_pl import XCLIP
+from xclip_pl.model.official import xclip_to_official
+
+WORDS, FRAMES = 12, 5
+KEY_LIST = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official-xclip-state-dict.tsv"
+
+
+def _pattern(key: str) -> str:
+    return re.sub(r"resblocks\.\d+\.", "resblocks.N.", key)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(1)
+    m = XCLIP("tiny", max_words=WORDS, max_frames=FRAMES).eval()
+    randomize_matrices(m)
+    with torch.no_grad():
+        m.temporal.frame_position.weight.add_(0.1 * torch.randn_like(m.temporal.frame_position.weight))
+        m.logit_scale.fill_(4.0)
+    return m
+
+
+def inputs():
+    ids, mask = random_ids(4, WORDS, lengths=[5, 12, 8])
+    pixels, frame_mask = random_video(3, FRAMES, valid=[5, 2, 3])
+    return ids, mask, pixels, frame_mask
+
+
+def test_reference_naming_matches_the_recorded_key_list(model, tmp_path):
+    official = xclip_to_official(model)
+    if not KEY_LIST.exists():
+        pytest.skip("shared/reference is not beside the checkout")
+    recorded = [line.split("\t")[0] for line in KEY_LIST.read_text().splitlines() if line and not line.startswith("#")]
+    # the recorded checkpoint has 12-layer towers and ours 2: compare the key patterns
+    assert {_pattern(k) for k in official} == {_pattern(k) for k in recorded}
+
+
+def test_logits_equal_the_reference_code(model):
+    ids, mask, pixels, frame_mask = inputs()
+    reference = ReferenceXCLIP(xclip_to_official(model)).eval()
+    with torch.no_grad():
+        ours = model(ids, mask, pixels, frame_mask)
+        theirs = reference(ids, pixels, frame_mask)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_round_trip_through_a_reference_checkpoint(model, tmp_path):
+    official = xclip_to_official(model)
+    half = {k: (v.half() if k.startswith("clip.") and v.ndim == 2 and "embedding" not in k else v) for k, v in official.items()}
+    path = tmp_path / "pytorch_model.bin.4"
+    torch.save(official, path)
+    loaded = XCLIP.from_official_checkpoint(path, max_words=WORDS, max_frames=FRAMES).eval()
+    ids, mask, pixels, frame_mask = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, mask, pixels, frame_mask), model(ids, mask, pixels, frame_mask), rtol=0, atol=0)
+    torch.save(half, path)  # fp16 tensors as the reference saves them are accepted
+    loaded_half = XCLIP.from_official_checkpoint(path, max_words=WORDS, max_frames=FRAMES)
+    assert all(p.dtype == torch.float32 for p in loaded_half.parameters())
+
+
+def test_bad_checkpoints_are_clear_errors(model, tmp_path):
+    official = xclip_to_official(model)
+    path = tmp_path / "ckpt.bin"
+    with pytest.raises(FileNotFoundError, match="ckpt.bin"):
+        XCLIP.from_official_checkpoint(path, max_words=WORDS, max_frames=FRAMES)
+    torch.save(official, path)
+    with pytest.raises(ValueError, match=r"max_words=12, max_frames=5.*max_words=32, max_frames=12"):
+        XCLIP.from_official_checkpoint(path, max_words=32, max_frames=12)
+    torch.save({**official, "clip.extra.weight": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="unexpected.*clip.extra.weight"):
+        XCLIP.from_official_checkpoint(path, max_words=WORDS, max_frames=FRAMES)
+    broken = dict(official)
+    del broken["clip.ln_final.bias"]
+    torch.save(broken, path)
+    with pytest.raises(ValueError, match="missing.*clip.ln_final.bias"):
+        XCLIP.from_official_checkpoint(path, max_words=WORDS, max_frames=FRAMES)
+
+
+def test_module_prefix_from_data_parallel_is_accepted(model, tmp_path):
+    path = tmp_path / "pytorch_model.bin.0"
+    torch.save({f"module.{k}": v for k, v in xclip_to_official(model).items()}, path)
+    XCLIP.from_official_checkpoint(path, max_words=WORDS, max_frames=FRAMES)

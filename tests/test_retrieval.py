@@ -1,0 +1,83 @@
+"""Retrieval metrics against hand-computed values and torchmetrics."""
+import pytest
+import torch
+from torchmetrics.retrieval import RetrievalRecall
+
+from xclip_pl.retrieval import RetrievalMetrics, ground_truth_ranks, retrieval_metrics
+
+
+def test_hand_computed_one_to_one():
+    sim = torch.tensor([[0.9, 0.1, 0.3, 0.0],   # caption 0 -> video 0 at rank 1
+                        [0.8, 0.5, 0.7, 0.0],   # caption 1 -> video 1 at rank 3
+                        [0.1, 0.2, 0.3, 0.0],   # caption 2 -> video 2 at rank 1
+                        [0.5, 0.6, 0.7, 0.1]])  # caption 3 -> video 3 at rank 4
+    m = retrieval_metrics(sim, torch.arange(4))
+    assert m["t2v/R@1"] == pytest.approx(50.0) and m["t2v/R@5"] == pytest.approx(100.0)
+    assert m["t2v/MdR"] == pytest.approx(2.0)  # ranks 1, 3, 1, 4 -> median of 1,1,3,4 = (1+3)/2
+    assert m["t2v/MnR"] == pytest.approx(9 / 4)
+    # video -> text: columns. video 0: [0.9, .8, .1, .5] -> rank 1; video 1: [.1,.5,.2,.6] -> 2;
+    # video 2: [.3,.7,.3,.7] -> caption 2 scores .3, ties with caption 0, below .7 twice -> 4 (pessimistic);
+    # video 3: [0,0,0,.1] -> 1
+    assert m["v2t/R@1"] == pytest.approx(50.0)
+    assert m["v2t/MnR"] == pytest.approx((1 + 2 + 4 + 1) / 4)
+
+
+def test_tie_rules():
+    sim = torch.tensor([[0.5, 0.5, 0.5, 0.1]])
+    positives = torch.tensor([[True, False, False, False]])
+    assert ground_truth_ranks(sim, positives, "pessimistic").item() == 3
+    assert ground_truth_ranks(sim, positives, "optimistic").item() == 1
+    assert ground_truth_ranks(sim, positives, "mean").item() == 2
+
+
+def test_identical_scores_are_not_free_hits():
+    sim = torch.zeros(5, 5)  # e.g. every video undecodable: all scores equal
+    m = retrieval_metrics(sim, torch.arange(5))
+    assert m["t2v/R@1"] == 0.0 and m["t2v/MdR"] == 5.0
+
+
+def test_multi_caption_video_to_text_uses_best_caption():
+    # 3 videos, 5 captions: captions 0,1 -> video 0; 2 -> 1; 3,4 -> 2
+    caption_video = torch.tensor([0, 0, 1, 2, 2])
+    sim = torch.tensor([[0.1, 0.9, 0.0],
+                        [0.8, 0.2, 0.1],
+                        [0.3, 0.4, 0.2],
+                        [0.7, 0.1, 0.6],
+                        [0.2, 0.3, 0.9]])
+    m = retrieval_metrics(sim, caption_video)
+    # t2v ranks: c0 -> video 0 scores .1 < .9 -> 2 ; c1 -> 1 ; c2 -> 1 ; c3 -> video 2 .6 < .7 -> 2 ; c4 -> 1
+    assert m["t2v/R@1"] == pytest.approx(60.0) and m["t2v/MnR"] == pytest.approx(7 / 5)
+    # v2t: video 0 column [.1,.8,.3,.7,.2]: best own caption c1 .8 -> rank 1
+    # video 1 column [.9,.2,.4,.1,.3]: own c2 .4, beaten by .9 -> rank 2
+    # video 2 column [0,.1,.2,.6,.9]: own c4 .9 -> rank 1
+    assert m["v2t/R@1"] == pytest.approx(200 / 3) and m["v2t/MnR"] == pytest.approx(4 / 3)
+
+
+def test_non_finite_scores_are_an_error():
+    sim = torch.eye(3)
+    sim[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        retrieval_metrics(sim, torch.arange(3))
+
+
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_matches_torchmetrics_recall(k):
+    torch.manual_seed(3)
+    n = 40
+    sim = torch.randn(n, n) + 2 * torch.eye(n)
+    ours = retrieval_metrics(sim, torch.arange(n))[f"t2v/R@{k}"] / 100
+    # torchmetrics >= 1.8 treats a positive with score <= 0 as not retrieved: shift to positive scores
+    shifted = sim - sim.min() + 1.0
+    recall = RetrievalRecall(top_k=k)
+    ref = recall(shifted.flatten(), torch.eye(n, dtype=torch.bool).flatten(), indexes=torch.arange(n).repeat_interleave(n))
+    assert ours == pytest.approx(ref.item(), abs=1e-6)
+
+
+def test_metric_deduplicates_padded_rows_and_accepts_any_row_order():
+    torch.manual_seed(4)
+    sim = torch.randn(7, 7) + torch.eye(7)
+    metric = RetrievalMetrics()
+    metric.update(sim[4:], torch.arange(4, 7), torch.arange(4, 7))
+    metric.update(sim[:4], torch.arange(4), torch.arange(4))
+    metric.update(sim[:1], torch.arange(1), torch.arange(1))  # a sampler-padding duplicate
+    assert metric.compute() == retrieval_metrics(sim, torch.arange(7))
