@@ -66,3 +66,15 @@ def gather_features(feats: TextFeatures | VideoFeatures, grad: bool = True) -> T
     """All-gather every tensor of a feature container (equal local sizes on every rank)."""
     gather = all_gather_with_grad if grad else all_gather_no_grad
     return type(feats)(*(gather(getattr(feats, f.name)) for f in fields(feats)))
+
+
+def all_gather_uneven(x: Tensor) -> Tensor:
+    """Concatenate ``x`` [m_rank, ...] from every rank when ranks hold different numbers of rows."""
+    if world()[1] == 1:
+        return x
+    sizes = all_gather_no_grad(torch.tensor([x.shape[0]], device=x.device))
+    longest = int(sizes.max())
+    padded = torch.zeros((longest, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    padded[: x.shape[0]] = x
+    parts = all_gather_no_grad(padded).split(longest)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes.tolist())])

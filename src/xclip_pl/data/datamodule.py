@@ -50,7 +50,8 @@ class VideoTextDataModule(pl.LightningDataModule):
         image_size: square frame side after resize and centre crop (must match the vision tower).
         batch_size: training pairs per device and step (the contrastive batch is this times the devices).
         eval_batch_size: videos or captions per device and step in val / test / predict.
-        num_workers: DataLoader worker processes per device (0 = decode in the main process).
+        num_workers: DataLoader worker processes per device (0 = decode in the main process); the
+            evaluation captions loader uses at most one.
         tokenizer: a CLIP tokenizer directory or hub id; None trains the offline BPE on the training captions.
         tokenizer_dir: cache directory of the offline BPE (one subdirectory per vocabulary size and caption
             hash); None = ``<root>/.xclip_pl/tokenizers`` (or ``~/.cache/xclip_pl/...`` if root is read-only).
@@ -81,6 +82,7 @@ class VideoTextDataModule(pl.LightningDataModule):
         frame_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()  # every init argument, subclasses' included (checkpoint, loggers, CLI checks)
         self.root = Path(root).expanduser()
         self.max_words, self.max_frames, self.fps = max_words, max_frames, fps
         self.frame_sampling, self.image_size = frame_sampling, image_size
@@ -89,7 +91,8 @@ class VideoTextDataModule(pl.LightningDataModule):
         self.tokenizer_vocab_size, self.pad_token_id = tokenizer_vocab_size, pad_token_id
         self.frame_cache, self.frame_cache_dir = frame_cache, frame_cache_dir
         self.tokenizer = None  # a transformers.CLIPTokenizer once setup() ran
-        self.records: dict[str, list[VideoRecord]] = {}
+        self.records: dict[str, list[VideoRecord]] = {}  # split -> records, once loaded and checked
+        self._checked: set[str] = set()  # splits whose video files were checked too
         self._datasets: dict[str, Dataset | tuple[Dataset, Dataset]] = {}
 
     # ---- what a dataset plugin implements ---------------------------------------------------------
@@ -114,32 +117,40 @@ class VideoTextDataModule(pl.LightningDataModule):
             raise ValueError(self._problem_report(problems))
         self._build_tokenizer()
         for split in splits:
-            self._datasets.setdefault(split, self._build_datasets(split))
+            if split not in self._datasets:
+                self._datasets[split] = self._build_datasets(split)
 
     def _needs_offline_tokenizer(self) -> bool:
         return self.tokenizer is None and self.tokenizer_source is None
 
     def _load_splits(self, splits: tuple[str, ...], check_files: bool) -> list[tuple[str, str]]:
-        """Load each split not loaded yet; ``(split, problem)`` for everything wrong with them."""
+        """Load and check each split (once); ``(split, problem)`` for everything wrong with them.
+        ``check_files=False`` (training captions for the tokenizer only) skips the video-file checks."""
         problems: list[tuple[str, str]] = []
         for split in splits:
-            if split in self.records:
+            if split in (self._checked if check_files else self.records):
                 continue
-            missing = [(split, f"{what} not found: {path}") for what, path in self.required_paths(split)
-                       if not Path(path).exists()]
-            if missing:
-                problems += missing
-                continue
-            try:
-                records = self.load_records(split)
-            except (ValueError, KeyError, OSError) as error:
-                problems.append((split, f"could not read the annotations: {type(error).__name__}: {error}"))
-                continue
-            found = [(split, p) for p in find_record_problems(records, check_files=check_files)]
-            problems += found
+            records, found = self._read_split(split)
+            if records is not None:
+                found += find_record_problems(records, check_files=check_files)
+            problems += [(split, problem) for problem in found]
             if not found:
                 self.records[split] = records
+                if check_files:
+                    self._checked.add(split)
         return problems
+
+    def _read_split(self, split: str) -> tuple[list[VideoRecord] | None, list[str]]:
+        """The split's records (already loaded or from :meth:`load_records`), or None and the problems."""
+        if split in self.records:
+            return self.records[split], []
+        missing = [f"{what} not found: {path}" for what, path in self.required_paths(split) if not Path(path).exists()]
+        if missing:
+            return None, missing
+        try:
+            return self.load_records(split), []
+        except (ValueError, KeyError, OSError) as error:
+            return None, [f"could not read the annotations: {type(error).__name__}: {error}"]
 
     def _problem_report(self, problems: list[tuple[str, str]]) -> str:
         """One message for all problems; identical ones from several splits are merged."""
@@ -174,6 +185,11 @@ class VideoTextDataModule(pl.LightningDataModule):
         return base / f"bpe{self.tokenizer_vocab_size}-{digest}"
 
     @property
+    def predict_records(self) -> list[VideoRecord] | None:
+        """The records behind ``predict_dataloader()`` (the test split), or None before setup."""
+        return self.records.get("test")
+
+    @property
     def vocab_size(self) -> int | None:
         """Number of token ids of the tokenizer (None before setup)."""
         return None if self.tokenizer is None else len(self.tokenizer)
@@ -204,10 +220,11 @@ class VideoTextDataModule(pl.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__}: no {split!r} data; call setup({stage!r}) first")
         return self._datasets[split]
 
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool = False) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool = False, num_workers: int | None = None
+                ) -> DataLoader:
+        workers = self.num_workers if num_workers is None else num_workers
+        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled (video, caption) pairs with ``drop_last`` (equal per-rank batches for the gather)."""
@@ -219,7 +236,9 @@ class VideoTextDataModule(pl.LightningDataModule):
 
     def _eval_loaders(self, split: str, stage: str) -> list[DataLoader]:
         videos, captions = self._dataset(split, stage)
-        return [self._loader(videos, self.eval_batch_size), self._loader(captions, self.eval_batch_size)]
+        text_workers = min(self.num_workers, 1)  # tokenising is cheap: one worker keeps it off the main process
+        return [self._loader(videos, self.eval_batch_size),
+                self._loader(captions, self.eval_batch_size, num_workers=text_workers)]
 
     def val_dataloader(self) -> list[DataLoader]:
         """``[videos_loader, captions_loader]`` of the val split (in order, nothing dropped)."""

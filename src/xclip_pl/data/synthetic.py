@@ -5,7 +5,8 @@ Each clip shows two objects on a dark, slightly tinted and noisy background. An 
 names colour, shape and motion of both objects, in varying templates, synonyms and order, so that a
 caption identifies its clip. The files are real MSR-VTT annotation files and H.264 mp4 videos:
 
-    root/MSRVTT_data.json          {"videos": [{"video_id", "split", ...}], "sentences": [{"video_id", "caption", "sen_id"}]}
+    root/MSRVTT_data.json          {"videos": [{"video_id", "split", ...}],
+                                    "sentences": [{"video_id", "caption", "sen_id"}]}
     root/MSRVTT_train.9k.csv       video_id                          (training videos)
     root/MSRVTT_JSFUSION_test.csv  key,vid_key,video_id,sentence     (one caption per test video, like 1k-A)
     root/videos/all/video{i}.mp4
@@ -26,6 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 Motion = Literal["left", "right", "up", "down", "still"]
+ObjectKind = tuple[str, str, Motion]  # colour, shape, motion
 
 GENERATOR_VERSION = 1
 MARKER_NAME = ".complete"
@@ -64,7 +66,7 @@ VERB_TEMPLATES = [
     "{a} {va} and {b} {vb}",
     "in this video {a} {va} as {b} {vb}",
     "on a dark background {a} {va} and {b} {vb}",
-    "two shapes {a} that {va} and {b} that {vb}",
+    "there are two shapes {a} that {va} and {b} that {vb}",
     "{a} {va} at the same time {b} {vb}",
 ]
 PARTICIPLE_TEMPLATES = [
@@ -150,31 +152,35 @@ def _min_gap(first: SceneObject, second: SceneObject, num_frames: int) -> float:
     return float(gaps.min())
 
 
-def _random_object(colour: str, rng: np.random.Generator, width: int, height: int) -> SceneObject:
-    """An object of the given colour with a random shape, motion, size and path."""
-    shape = str(rng.choice(list(SHAPE_WORDS)))
-    motion: Motion = MOTIONS[int(rng.integers(len(MOTIONS)))]
+def scene_kinds(seed: int, count: int) -> list[tuple[ObjectKind, ObjectKind]]:
+    """The two objects' (colour, shape, motion) for ``count`` clips: a seeded permutation of all pairs
+    with different colours, so no two clips share a description while count <= 28 * 20 * 20 = 11200."""
+    kinds = [(c, s, m) for c in COLOURS for s in SHAPE_WORDS for m in MOTIONS]
+    pairs = [(a, b) for i, a in enumerate(kinds) for b in kinds[i + 1:] if a[0] != b[0]]
+    order = np.random.default_rng([seed, 1_000_003]).permutation(len(pairs))
+    return [pairs[order[k % len(pairs)]] for k in range(count)]
+
+
+def _place_object(kind: ObjectKind, rng: np.random.Generator, width: int, height: int) -> SceneObject:
+    """An object of the given kind with a random size and path."""
+    colour, shape, motion = kind
     size = int(rng.integers(18, 23)) * min(width, height) // 64
     start_xy, end_xy = _motion_path(motion, size, width, height, rng)
     return SceneObject(colour, shape, motion, size, start_xy, end_xy)
 
 
-def random_scene(rng: np.random.Generator, width: int, height: int, num_frames: int,
-                 attempts: int = 30) -> tuple[SceneObject, SceneObject]:
-    """Two objects of different colours, placed so that they overlap as little as possible."""
-    colour_a, colour_b = (str(c) for c in rng.choice(list(COLOURS), size=2, replace=False))
+def place_scene(kinds: tuple[ObjectKind, ObjectKind], rng: np.random.Generator, width: int, height: int,
+                num_frames: int, attempts: int = 30) -> tuple[SceneObject, SceneObject]:
+    """Random paths for the two objects, retried so that they overlap as little as possible."""
     best, best_gap = None, -np.inf
     for _ in range(attempts):
-        pair = (_random_object(colour_a, rng, width, height), _random_object(colour_b, rng, width, height))
-        if (pair[0].shape, pair[0].motion) == (pair[1].shape, pair[1].motion):
-            continue
+        pair = (_place_object(kinds[0], rng, width, height), _place_object(kinds[1], rng, width, height))
         gap = _min_gap(pair[0], pair[1], num_frames)
         if gap > best_gap:
             best, best_gap = pair, gap
         if gap >= 1:
             break
-    if best is None:  # every attempt repeated shape and motion: accept the last one
-        best = pair
+    assert best is not None
     return best
 
 
@@ -259,11 +265,12 @@ def _object_record(obj: SceneObject) -> dict[str, Any]:
     return {"colour": obj.colour, "shape": obj.shape, "motion": obj.motion, "size": obj.size}
 
 
-def _write_clip(video_path: Path, clip_seed: list[int], width: int, height: int, num_frames: int,
-                rate: int, captions_per_video: int) -> tuple[list[str], list[dict[str, Any]]]:
+def _write_clip(video_path: Path, kinds: tuple[ObjectKind, ObjectKind], clip_seed: list[int], width: int,
+                height: int, num_frames: int, rate: int, captions_per_video: int
+                ) -> tuple[list[str], list[dict[str, Any]]]:
     """Render and encode one clip; return its captions and object records. Deterministic by clip_seed."""
     rng = np.random.default_rng(clip_seed)
-    scene = random_scene(rng, width, height, num_frames)
+    scene = place_scene(kinds, rng, width, height, num_frames)
     background = _background(rng, width, height)
     colours = (_object_colour(scene[0].colour, rng), _object_colour(scene[1].colour, rng))
     write_mp4(video_path, render_frames(scene, background, num_frames, colours), rate)
@@ -326,13 +333,15 @@ def write_synthetic_msrvtt(root: str | Path, num_train: int = 1000, num_test: in
     videos: list[dict[str, Any]] = []
     sentences: list[dict[str, Any]] = []
     total = num_train + num_test
+    all_kinds = scene_kinds(seed, total)
     for index in tqdm(range(total), desc=f"synthetic MSR-VTT -> {root}", disable=not progress, unit="clip"):
         video_id = f"video{index}"
-        captions, objects = _write_clip(video_dir / f"{video_id}.mp4", [seed, index], width, height,
-                                        num_frames, rate, captions_per_video)
+        captions, objects = _write_clip(video_dir / f"{video_id}.mp4", all_kinds[index], [seed, index],
+                                        width, height, num_frames, rate, captions_per_video)
         videos.append({"category": 0, "url": "", "video_id": video_id, "start time": 0.0, "end time": seconds,
                        "split": "train" if index < num_train else "test", "id": index, "objects": objects})
-        sentences.extend({"caption": c, "video_id": video_id, "sen_id": len(sentences) + k}
+        first_sen_id = len(sentences)
+        sentences.extend({"caption": c, "video_id": video_id, "sen_id": first_sen_id + k}
                          for k, c in enumerate(captions))
     _write_annotations(root, videos, sentences)
     params = _generator_params(num_train=num_train, num_test=num_test, captions_per_video=captions_per_video,

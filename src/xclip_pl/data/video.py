@@ -26,7 +26,9 @@ _TIME_EPS = 1e-6
 
 
 class VideoDecodeError(RuntimeError):
-    """A video that cannot be decoded (missing, zero bytes, truncated, not a video, no frames). Message names the file."""
+    """A video that cannot be decoded (missing, zero bytes, truncated, not a video, no frames).
+
+    The message names the file."""
 
 
 class _StreamEndedEarly(Exception):

@@ -1,0 +1,84 @@
+"""The ``xclip-pl`` command: LightningCLI with pluggable datamodules (``--data.class_path``)."""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+
+from jsonargparse import lazy_instance
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+
+from .data.datamodule import VideoTextDataModule
+from .loggers import XCLIPWandbLogger
+from .model.presets import PRESETS
+from .module import XCLIPRetrieval
+from .predict import EmbeddingWriter
+
+
+class XCLIPSaveConfig(SaveConfigCallback):
+    """Writes config.yaml beside the run (overwriting) and records the full config in W&B."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        logger = trainer.logger
+        if isinstance(logger, XCLIPWandbLogger):
+            experiment = logger.experiment
+            experiment.config.update({"cli": self.config.as_dict()}, allow_val_change=True)
+            if getattr(experiment, "dir", None):
+                self.parser.save(self.config, f"{experiment.dir}/config.yaml", skip_none=False, overwrite=True)
+
+
+class XCLIPCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/t2v/R@1", "checkpoint.mode": "max", "checkpoint.save_last": True,
+                             "checkpoint.filename": "best-epoch{epoch}-step{step}", "checkpoint.auto_insert_metric_name": False})
+        parser.add_lightning_class_args(EmbeddingWriter, "prediction_writer")
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="After `fit`, test the best checkpoint (by val/t2v/R@1) on the test split.")
+        parser.link_arguments("data.init_args.max_words", "model.max_words")
+        parser.link_arguments("data.init_args.max_frames", "model.max_frames")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        data_args = cfg.data.init_args
+        if data_args.get("tokenizer") is None and cfg.model.clip not in PRESETS and not cfg.model.get("official_checkpoint"):
+            data_args.tokenizer = cfg.model.clip  # a pretrained CLIP brings its own tokenizer
+
+    def after_instantiate_classes(self) -> None:
+        size = self.model.image_size
+        if self.datamodule.hparams.get("image_size", size) != size:
+            raise ValueError(f"data.image_size={self.datamodule.hparams['image_size']} but the CLIP vision tower "
+                             f"({self.model.hparams.clip}) expects {size}: set data.init_args.image_size={size}")
+
+    def after_fit(self) -> None:
+        if not (self.config.fit.get("test_after_fit", True) and self.trainer.state.finished):
+            return
+        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        if best:
+            print(f"best checkpoint: {best}")
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def _import_plugins() -> None:
+    """Import the built-in datamodules and any registered plugins so class names resolve on the CLI."""
+    importlib.import_module("datamodules")
+    for entry in importlib.metadata.entry_points(group="xclip_pl.datamodules"):
+        entry.load()
+
+
+def main(args: list[str] | None = None) -> XCLIPCLI:
+    _import_plugins()
+    return XCLIPCLI(
+        XCLIPRetrieval,
+        VideoTextDataModule,
+        subclass_mode_data=True,
+        save_config_callback=XCLIPSaveConfig,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"logger": lazy_instance(XCLIPWandbLogger)},
+        parser_kwargs={"default_env": False},
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Evaluation bookkeeping: per-rank feature buffers, gathering with de-duplication, metric tables."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .model import TextFeatures, VideoFeatures
+
+
+class EvalBuffer:
+    """Features of unique videos and captions seen by this rank during one evaluation epoch."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.videos: list[VideoFeatures] = []
+        self.video_index: list[Tensor] = []
+        self.texts: list[TextFeatures] = []
+        self.text_index: list[Tensor] = []
+        self.caption_video: list[Tensor] = []
+
+    @property
+    def empty(self) -> bool:
+        return not self.videos and not self.texts
+
+    def add_videos(self, video: VideoFeatures, video_index: Tensor) -> None:
+        self.videos.append(video)
+        self.video_index.append(video_index)
+
+    def add_texts(self, text: TextFeatures, text_index: Tensor, caption_video: Tensor) -> None:
+        self.texts.append(text)
+        self.text_index.append(text_index)
+        self.caption_video.append(caption_video)
+
+    def gathered(self, gather: Callable[[Tensor], Tensor]) -> tuple[TextFeatures, Tensor, Tensor, VideoFeatures]:
+        """All ranks' features, duplicates (sampler padding) dropped, sorted by global index.
+
+        Returns texts, their caption indices, each caption's video position, and the videos. Video
+        positions equal ``video_index`` because every video 0..V-1 is present exactly once."""
+        if not self.videos or not self.texts:
+            raise RuntimeError("evaluation needs both loaders: [videos, captions]")
+        video, video_index = _gather_unique(VideoFeatures.cat(self.videos), torch.cat(self.video_index), gather)
+        text, text_index = _gather_unique(TextFeatures.cat(self.texts), torch.cat(self.text_index), gather)
+        caption_video, _ = _unique_by_index(gather(torch.cat(self.caption_video)), gather(torch.cat(self.text_index)))
+        expected = torch.arange(len(video), device=video_index.device)
+        if not torch.equal(video_index, expected):
+            raise RuntimeError("evaluation video indices are not 0..V-1: the video loader must cover every video once")
+        return text, text_index, caption_video, video
+
+
+def _gather_unique(feats, index: Tensor, gather):
+    fields = {name: gather(t) for name, t in vars(feats).items()}
+    index = gather(index)
+    order, unique_index = _first_occurrence(index)
+    return type(feats)(**{name: t[order] for name, t in fields.items()}), unique_index
+
+
+def _unique_by_index(values: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    order, unique_index = _first_occurrence(index)
+    return values[order], unique_index
+
+
+def _first_occurrence(index: Tensor) -> tuple[Tensor, Tensor]:
+    """Positions of the first occurrence of each distinct index, in ascending index order."""
+    order = torch.argsort(index, stable=True)
+    sorted_index = index[order]
+    keep = torch.ones_like(sorted_index, dtype=torch.bool)
+    keep[1:] = sorted_index[1:] != sorted_index[:-1]
+    return order[keep], sorted_index[keep]
+
+
+def format_metric_table(metrics: dict[str, float], title: str = "retrieval") -> str:
+    """A markdown table with one row per direction: R@1, R@5, R@10, MdR, MnR."""
+    columns = ("R@1", "R@5", "R@10", "MdR", "MnR")
+    lines = [f"{title}", "| direction | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for direction in ("t2v", "v2t"):
+        if f"{direction}/R@1" in metrics:
+            lines.append(f"| {direction} | " + " | ".join(f"{metrics[f'{direction}/{c}']:.1f}" for c in columns) + " |")
+    return "\n".join(lines)
