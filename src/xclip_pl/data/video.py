@@ -206,16 +206,12 @@ def _decode_once(
         return _grab_frames(container, stream, timing, targets, image_size)
 
 
-def _check_arguments(
-    max_frames: int, image_size: int, fps: float, sampling: str, start: float | None, end: float | None
-) -> None:
+def _check_arguments(max_frames: int, image_size: int, fps: float, sampling: str) -> None:
     """Programming errors (not bad files) raise ValueError."""
     if sampling not in ("uniform", "head", "tail"):
         raise ValueError(f"sampling must be 'uniform', 'head' or 'tail', got {sampling!r}")
     if max_frames < 1 or image_size < 1 or fps <= 0:
         raise ValueError(f"need max_frames >= 1, image_size >= 1, fps > 0; got {max_frames}, {image_size}, {fps}")
-    if start is not None and end is not None and end < start:
-        raise ValueError(f"end ({end}) is before start ({start})")
 
 
 def decode_clip(
@@ -232,8 +228,10 @@ def decode_clip(
     Returns ``frames`` uint8 [max_frames, image_size, image_size, 3] (RGB; unused slots are zeros) and
     ``frame_mask`` bool [max_frames] (True for the first n decoded slots). Raises VideoDecodeError.
     """
-    _check_arguments(max_frames, image_size, fps, sampling, start, end)
+    _check_arguments(max_frames, image_size, fps, sampling)
     path = Path(path)
+    if start is not None and end is not None and end < start:  # annotation data, not a programming error
+        raise VideoDecodeError(f"{path}: window end {end} is before its start {start}")
     args = (path, max_frames, image_size, fps, sampling, start, end)
     try:
         try:
