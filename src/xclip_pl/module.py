@@ -7,6 +7,7 @@ Batches (see ``xclip_pl.data.dataset``): training pairs carry ``frames`` uint8 [
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
@@ -124,6 +125,13 @@ class XCLIPRetrieval(pl.LightningModule):
         return self.model.encode_text(ids, batch["attention_mask"])
 
     # ----------------------------------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        """Keep a copy of the tokenizer beside the run's checkpoints (``<run>/tokenizer``)."""
+        datamodule, checkpoint = self.trainer.datamodule, self.trainer.checkpoint_callback
+        if (self.trainer.is_global_zero and getattr(datamodule, "tokenizer", None) is not None
+                and checkpoint is not None and checkpoint.dirpath):
+            datamodule.save_tokenizer(Path(checkpoint.dirpath).parent / "tokenizer")
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         text, video = self.encode_text_batch(batch), self.encode_video_batch(batch)
         rank, world_size = world()
@@ -153,7 +161,9 @@ class XCLIPRetrieval(pl.LightningModule):
         self._eval_step(batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_retrieval("val")
+        metrics = self._log_retrieval("val")
+        if metrics is not None and self.trainer.state.fn != "fit":
+            rank_zero_info(format_metric_table(metrics, title="validation retrieval"))
 
     def on_test_epoch_end(self) -> None:
         metrics = self._log_retrieval("test")
