@@ -51,6 +51,31 @@ def test_multi_caption_video_to_text_uses_best_caption():
     # video 1 column [.9,.2,.4,.1,.3]: own c2 .4, beaten by .9 -> rank 2
     # video 2 column [0,.1,.2,.6,.9]: own c4 .9 -> rank 1
     assert m["v2t/R@1"] == pytest.approx(200 / 3) and m["v2t/MnR"] == pytest.approx(4 / 3)
+    # group-max (reference): G[i, j] = max over captions of video i of sim(c, j)
+    # G = [[.8, .9, .1], [.3, .4, .2], [.7, .3, .9]]; video j ranks groups by column j:
+    # video 0: [.8, .3, .7] -> own .8 rank 1; video 1: [.9, .4, .3] -> own .4 rank 2; video 2: [.1,.2,.9] -> 1
+    assert m["v2t_group_max/R@1"] == pytest.approx(200 / 3) and m["v2t_group_max/MnR"] == pytest.approx(4 / 3)
+
+
+def test_group_max_is_more_lenient_than_standard():
+    # video 1 has captions 1,2; video 0 has caption 0. Video 0's column: c0 .5, c1 .6, c2 .7
+    # standard: two captions of the other video beat c0 -> rank 3; group-max: group 1 (max .7) beats -> rank 2
+    caption_video = torch.tensor([0, 1, 1])
+    sim = torch.tensor([[0.5, 0.1], [0.6, 0.9], [0.7, 0.8]])
+    m = retrieval_metrics(sim, caption_video)
+    assert m["v2t/MnR"] == pytest.approx((3 + 1) / 2)
+    assert m["v2t_group_max/MnR"] == pytest.approx((2 + 1) / 2)
+    assert "v2t_group_max/R@1" not in retrieval_metrics(torch.eye(3), torch.arange(3))  # 1:1 data: one convention
+
+
+def test_undecodable_videos_are_misses_and_never_outrank():
+    sim = torch.eye(4) + 0.1  # every caption finds its video first
+    missing = torch.tensor([False, True, False, False])
+    m = retrieval_metrics(sim, torch.arange(4), missing_videos=missing)
+    assert m["t2v/R@1"] == pytest.approx(75.0) and m["v2t/R@1"] == pytest.approx(75.0)
+    assert m["t2v/MnR"] == pytest.approx((1 + 4 + 1 + 1) / 4)  # the missing one gets the worst rank
+    sim[0, 1] = 5.0  # a (stale) high score on the missing video's column must not outrank video 0
+    assert retrieval_metrics(sim, torch.arange(4), missing_videos=missing)["t2v/R@1"] == pytest.approx(75.0)
 
 
 def test_non_finite_scores_are_an_error():

@@ -18,6 +18,7 @@ class EvalBuffer:
     def clear(self) -> None:
         self.videos: list[VideoFeatures] = []
         self.video_index: list[Tensor] = []
+        self.video_ok: list[Tensor] = []
         self.texts: list[TextFeatures] = []
         self.text_index: list[Tensor] = []
         self.caption_video: list[Tensor] = []
@@ -26,29 +27,31 @@ class EvalBuffer:
     def empty(self) -> bool:
         return not self.videos and not self.texts
 
-    def add_videos(self, video: VideoFeatures, video_index: Tensor) -> None:
+    def add_videos(self, video: VideoFeatures, video_index: Tensor, video_ok: Tensor) -> None:
         self.videos.append(video)
         self.video_index.append(video_index)
+        self.video_ok.append(video_ok.bool())
 
     def add_texts(self, text: TextFeatures, text_index: Tensor, caption_video: Tensor) -> None:
         self.texts.append(text)
         self.text_index.append(text_index)
         self.caption_video.append(caption_video)
 
-    def gathered(self, gather: Callable[[Tensor], Tensor]) -> tuple[TextFeatures, Tensor, Tensor, VideoFeatures]:
+    def gathered(self, gather: Callable[[Tensor], Tensor]) -> tuple[TextFeatures, Tensor, Tensor, VideoFeatures, Tensor]:
         """All ranks' features, duplicates (sampler padding) dropped, sorted by global index.
 
-        Returns texts, their caption indices, each caption's video position, and the videos. Video
-        positions equal ``video_index`` because every video 0..V-1 is present exactly once."""
+        Returns texts, their caption indices, each caption's video position, the videos and which videos
+        decoded. Video positions equal ``video_index`` because every video 0..V-1 is present exactly once."""
         if not self.videos or not self.texts:
             raise RuntimeError("evaluation needs both loaders: [videos, captions]")
         video, video_index = _gather_unique(VideoFeatures.cat(self.videos), torch.cat(self.video_index), gather)
         text, text_index = _gather_unique(TextFeatures.cat(self.texts), torch.cat(self.text_index), gather)
         caption_video, _ = _unique_by_index(gather(torch.cat(self.caption_video)), gather(torch.cat(self.text_index)))
+        video_ok, _ = _unique_by_index(gather(torch.cat(self.video_ok)), gather(torch.cat(self.video_index)))
         expected = torch.arange(len(video), device=video_index.device)
         if not torch.equal(video_index, expected):
             raise RuntimeError("evaluation video indices are not 0..V-1: the video loader must cover every video once")
-        return text, text_index, caption_video, video
+        return text, text_index, caption_video, video, video_ok
 
 
 def _gather_unique(feats, index: Tensor, gather):
@@ -76,7 +79,7 @@ def format_metric_table(metrics: dict[str, float], title: str = "retrieval") -> 
     """A markdown table with one row per direction: R@1, R@5, R@10, MdR, MnR."""
     columns = ("R@1", "R@5", "R@10", "MdR", "MnR")
     lines = [f"{title}", "| direction | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for direction in ("t2v", "v2t"):
+    for direction in ("t2v", "v2t", "v2t_group_max"):
         if f"{direction}/R@1" in metrics:
             lines.append(f"| {direction} | " + " | ".join(f"{metrics[f'{direction}/{c}']:.1f}" for c in columns) + " |")
     return "\n".join(lines)

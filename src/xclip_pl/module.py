@@ -150,7 +150,7 @@ class XCLIPRetrieval(pl.LightningModule):
     # --------------------------------------------------------------------------------------- evaluation
     def _eval_step(self, batch: dict, dataloader_idx: int) -> None:
         if dataloader_idx == 0:
-            self.eval_buffer.add_videos(self.encode_video_batch(batch), batch["video_index"])
+            self.eval_buffer.add_videos(self.encode_video_batch(batch), batch["video_index"], batch["video_ok"])
         else:
             self.eval_buffer.add_texts(self.encode_text_batch(batch), batch["text_index"], batch["video_index"])
 
@@ -175,18 +175,20 @@ class XCLIPRetrieval(pl.LightningModule):
         if self.trainer.sanity_checking or self.eval_buffer.empty:
             self.eval_buffer.clear()
             return None
-        text, caption_index, caption_video, video = self.eval_buffer.gathered(all_gather_uneven)
+        text, caption_index, caption_video, video, video_ok = self.eval_buffer.gathered(all_gather_uneven)
         rank, world_size = world()
         mine = torch.arange(rank, len(text), world_size, device=self.device)  # this rank's caption rows
         with torch.no_grad():
             rows = self.model.similarity(text[mine], video, self.hparams.eval_chunk_size)
         self.metrics.update(rows, caption_index[mine], caption_video[mine])
+        self.metrics.missing_videos = ~video_ok
         metrics = self.metrics.compute()
         self.metrics.reset()
         self.eval_buffer.clear()
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=False, rank_zero_only=False)
         self.log(f"{stage}/num_captions", float(len(text)))
         self.log(f"{stage}/num_videos", float(len(video)))
+        self.log(f"{stage}/num_undecodable_videos", float((~video_ok).sum()))
         return metrics
 
     # --------------------------------------------------------------------------------------- prediction

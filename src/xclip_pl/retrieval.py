@@ -12,9 +12,15 @@ inflates the denominator; with no ties, which is the case for real models, all r
 MdR is the median of the ranks, averaging the two middle values for an even count (NumPy's convention,
 as the reference's 1:1 evaluation). MnR is the mean rank. Non-finite scores are an error.
 
-Captions may outnumber videos (several captions per video). Text-to-video ranks every caption's video
-among all videos. Video-to-text uses the standard multi-caption rule: a video's rank is the best rank
-of any of its captions among all captions (for 1:1 data this is the plain rank).
+Captions may outnumber videos (several captions per video, e.g. MSVD). Text-to-video ranks every
+caption's video among all videos. Video-to-text is reported two ways:
+
+- ``v2t/*``, the standard multi-caption rule: a video's rank is the best rank of any of its captions
+  among ALL captions (for 1:1 data this is the plain rank);
+- ``v2t_group_max/*``, the reference's lenient rule (xclip-method.md 10.2), logged only for
+  multi-caption data: each caption group is scored by its best caption, and a video ranks the V groups.
+  The paper's MSVD video-to-text numbers use this one. R@1 agrees under both (ties aside); R@5, R@10,
+  MdR and MnR are more lenient under group-max.
 """
 from __future__ import annotations
 
@@ -50,16 +56,37 @@ def summarize_ranks(ranks: Tensor) -> dict[str, float]:
     return out
 
 
-def retrieval_metrics(sim: Tensor, caption_video: Tensor, ties: TieRule = "pessimistic") -> dict[str, float]:
+def retrieval_metrics(sim: Tensor, caption_video: Tensor, ties: TieRule = "pessimistic",
+                      missing_videos: Tensor | None = None) -> dict[str, float]:
     """``sim`` [n_captions, n_videos]; ``caption_video`` [n_captions] is each caption's video column.
-    Returns ``t2v/R@1`` ... ``v2t/MnR``."""
-    n_videos = sim.shape[1]
-    positives = caption_video[:, None] == torch.arange(n_videos, device=sim.device)[None, :]  # [c, v]
+
+    Returns ``t2v/R@1`` ... ``v2t/MnR``; with several captions per video also ``v2t_group_max/...``
+    (the reference's lenient convention, see the module docstring). ``missing_videos`` [n_videos] bool
+    marks videos that could not be decoded: they rank below every real video, and every query that
+    needs one (its captions in t2v, the video itself in v2t) counts as a miss with the worst rank.
+    """
+    n_captions, n_videos = sim.shape
+    videos = torch.arange(n_videos, device=sim.device)
+    positives = caption_video[:, None] == videos[None, :]  # [c, v]
     if not positives.any(0).all():
         raise ValueError("every video needs at least one caption for video-to-text retrieval")
-    t2v = summarize_ranks(ground_truth_ranks(sim, positives, ties))
-    v2t = summarize_ranks(ground_truth_ranks(sim.t(), positives.t(), ties))
-    return {**{f"t2v/{k}": v for k, v in t2v.items()}, **{f"v2t/{k}": v for k, v in v2t.items()}}
+    missing = torch.zeros(n_videos, dtype=torch.bool, device=sim.device) if missing_videos is None else missing_videos.bool()
+    if missing.any():
+        floor = sim[:, ~missing].min() - 1.0 if (~missing).any() else sim.new_tensor(0.0)
+        sim = sim.masked_fill(missing[None, :], float(floor))
+    t2v = ground_truth_ranks(sim, positives, ties).masked_fill(missing[caption_video], n_videos)
+    v2t = ground_truth_ranks(sim.t(), positives.t(), ties).masked_fill(missing, n_captions)
+    out = {**_prefixed("t2v", t2v), **_prefixed("v2t", v2t)}
+    if n_captions > n_videos:
+        group = sim.new_full((n_videos, n_videos), float("-inf"))  # [caption group i, video j]
+        group = group.scatter_reduce(0, caption_video[:, None].expand(-1, n_videos), sim, "amax")
+        group_ranks = ground_truth_ranks(group.t(), torch.eye(n_videos, dtype=torch.bool, device=sim.device), ties)
+        out.update(_prefixed("v2t_group_max", group_ranks.masked_fill(missing, n_videos)))
+    return out
+
+
+def _prefixed(direction: str, ranks: Tensor) -> dict[str, float]:
+    return {f"{direction}/{k}": v for k, v in summarize_ranks(ranks).items()}
 
 
 class RetrievalMetrics(Metric):
@@ -79,6 +106,7 @@ class RetrievalMetrics(Metric):
         self.add_state("rows", default=[], dist_reduce_fx="cat")
         self.add_state("caption_index", default=[], dist_reduce_fx="cat")
         self.add_state("caption_video", default=[], dist_reduce_fx="cat")
+        self.missing_videos: Tensor | None = None  # [n_videos] bool, set before compute (same on every rank)
 
     def update(self, rows: Tensor, caption_index: Tensor, caption_video: Tensor) -> None:
         """``rows`` [a, n_videos] scores of captions ``caption_index`` [a], whose videos are ``caption_video`` [a]."""
@@ -92,7 +120,7 @@ class RetrievalMetrics(Metric):
         keep = torch.ones_like(order, dtype=torch.bool)
         keep[1:] = index[order][1:] != index[order][:-1]  # first copy of each caption index
         order = order[keep]
-        return retrieval_metrics(rows[order], video[order], self.ties)
+        return retrieval_metrics(rows[order], video[order], self.ties, self.missing_videos)
 
 
 def _cat(x: Tensor | list[Tensor]) -> Tensor:

@@ -17,8 +17,10 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from .bad_videos import BadVideoLog
 from .dataset import ClipLoader, EvalCaptions, EvalVideos, TrainPairs
 from .records import VideoRecord, find_record_problems
 from .tokenizer import load_tokenizer, save_tokenizer, train_bpe_tokenizer
@@ -61,6 +63,10 @@ class VideoTextDataModule(pl.LightningDataModule):
         frame_cache: keep decoded clips as .npy files and reuse them (keyed by file identity and decoding args).
         frame_cache_dir: where the frame cache lives when ``frame_cache`` is on; None =
             ``<root>/.xclip_pl/frame_cache`` (or ``~/.cache/xclip_pl/...`` if root is read-only).
+        strict: stop at the first video that cannot be decoded (missing, empty, truncated, not a video).
+            False (default): such a training sample is skipped, such an evaluation video is scored as a
+            miss, a warning names the file, and the run ends with the list of every bad file (also
+            written to ``<default_root_dir>/bad_videos.tsv``).
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class VideoTextDataModule(pl.LightningDataModule):
         pad_token_id: int = 0,
         frame_cache: bool = False,
         frame_cache_dir: str | None = None,
+        strict: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # every init argument, subclasses' included (checkpoint, loggers, CLI checks)
@@ -90,6 +97,8 @@ class VideoTextDataModule(pl.LightningDataModule):
         self.tokenizer_source, self.tokenizer_dir = tokenizer, tokenizer_dir
         self.tokenizer_vocab_size, self.pad_token_id = tokenizer_vocab_size, pad_token_id
         self.frame_cache, self.frame_cache_dir = frame_cache, frame_cache_dir
+        self.strict = strict
+        self.bad_video_log: BadVideoLog | None = None
         self.tokenizer = None  # a transformers.CLIPTokenizer once setup() ran
         self.records: dict[str, list[VideoRecord]] = {}  # split -> records, once loaded and checked
         self._checked: set[str] = set()  # splits whose video files were checked too
@@ -116,9 +125,27 @@ class VideoTextDataModule(pl.LightningDataModule):
         if problems:
             raise ValueError(self._problem_report(problems))
         self._build_tokenizer()
+        self._start_bad_video_log()
         for split in splits:
             if split not in self._datasets:
                 self._datasets[split] = self._build_datasets(split)
+
+    def _start_bad_video_log(self) -> None:
+        """A fresh per-rank log of undecodable videos under the run directory (``<root_dir>/bad_videos/``)."""
+        trainer = self.trainer
+        run_dir = Path(trainer.default_root_dir) if trainer is not None else default_cache_dir(self.root, "runs")
+        self.bad_video_log = BadVideoLog(run_dir / "bad_videos", rank=trainer.global_rank if trainer else 0)
+        self.bad_video_log.reset()
+        self._datasets.clear()  # datasets hold the loader with the log
+
+    def teardown(self, stage: str | None = None) -> None:
+        """End of fit / validate / test / predict: report every undecodable video once (rank 0)."""
+        log = self.bad_video_log
+        if log is None or (self.trainer is not None and not self.trainer.is_global_zero):
+            return
+        report = log.write_report(log.directory.parent / "bad_videos.tsv")
+        if report:
+            rank_zero_warn(report)
 
     def _needs_offline_tokenizer(self) -> bool:
         return self.tokenizer is None and self.tokenizer_source is None
@@ -206,7 +233,8 @@ class VideoTextDataModule(pl.LightningDataModule):
         cache = None
         if self.frame_cache:
             cache = Path(self.frame_cache_dir) if self.frame_cache_dir else default_cache_dir(self.root, "frame_cache")
-        return ClipLoader(self.max_frames, self.image_size, self.fps, self.frame_sampling, cache)
+        return ClipLoader(self.max_frames, self.image_size, self.fps, self.frame_sampling, cache, self.strict,
+                          self.bad_video_log)
 
     def _build_datasets(self, split: str) -> Dataset | tuple[Dataset, Dataset]:
         records = self.records[split]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .bad_videos import BadVideoLog
 from .records import VideoRecord, caption_pairs
 from .tokenizer import tokenize
 
@@ -31,12 +32,16 @@ class ClipLoader:
         fps: candidate frames per second before sampling ``max_frames`` of them.
         sampling: which candidates to keep when there are more than ``max_frames``.
         cache_dir: directory for decoded clips (``<key>.frames.npy`` + ``<key>.mask.npy``), or None.
+        strict: raise ``VideoDecodeError`` for the first undecodable video instead of substituting an empty clip.
+        bad_log: where undecodable videos are recorded (see :class:`~xclip_pl.data.bad_videos.BadVideoLog`).
     """
 
     def __init__(self, max_frames: int, image_size: int, fps: float = 1.0,
-                 sampling: Literal["uniform", "head", "tail"] = "uniform", cache_dir: Path | None = None) -> None:
+                 sampling: Literal["uniform", "head", "tail"] = "uniform", cache_dir: Path | None = None,
+                 strict: bool = False, bad_log: BadVideoLog | None = None) -> None:
         self.max_frames, self.image_size, self.fps, self.sampling = max_frames, image_size, fps, sampling
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.strict, self.bad_log = strict, bad_log
 
     def empty(self) -> tuple[np.ndarray, np.ndarray]:
         """Zero frames and an all-False mask (the stand-in for a video that cannot be decoded)."""
@@ -62,8 +67,13 @@ class ClipLoader:
             frames, mask = decode_clip(record.path, self.max_frames, self.image_size, fps=self.fps,
                                        sampling=self.sampling, start=record.start, end=record.end)
         except (VideoDecodeError, OSError) as error:
+            if self.strict:
+                raise VideoDecodeError(f"{record.path} (video {record.video_id!r}) could not be decoded: {error}. "
+                                       "Fix or remove the file, or set data.strict: false to skip bad videos") from error
             warnings.warn(f"video {record.video_id!r} ({record.path}) could not be decoded, using an empty clip: "
                           f"{error}", RuntimeWarning, stacklevel=2)
+            if self.bad_log is not None:
+                self.bad_log.record(record.path, record.video_id, str(error))
             return (*self.empty(), False)
         self._write_cache(key, frames, mask)
         return frames, mask, True
@@ -120,6 +130,8 @@ class TrainPairs(_TextMixin, Dataset):
         pad_id: id written after EOT (the reference uses 0).
     """
 
+    MAX_SKIPS = 32  # consecutive undecodable pairs tolerated before an empty clip is returned
+
     def __init__(self, records: list[VideoRecord], tokenizer, clip_loader: ClipLoader, max_words: int,
                  pad_id: int = 0) -> None:
         self.records, self.tokenizer, self.loader = records, tokenizer, clip_loader
@@ -130,10 +142,16 @@ class TrainPairs(_TextMixin, Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict:
-        video_index, caption = self.pairs[index]
+        """The pair at ``index``; if its video cannot be decoded, the next pair with a decodable video
+        (the bad sample is skipped, so batches keep their size and nothing becomes NaN)."""
+        for attempt in range(min(len(self.pairs), self.MAX_SKIPS + 1)):
+            pair_index = (index + attempt) % len(self.pairs)
+            video_index, caption = self.pairs[pair_index]
+            item = _video_item(self.loader, self.records[video_index])
+            if item["video_ok"]:
+                break
         input_ids, attention_mask = self._tokens(caption)
-        item = _video_item(self.loader, self.records[video_index])
-        return {**item, "input_ids": input_ids, "attention_mask": attention_mask, "index": index,
+        return {**item, "input_ids": input_ids, "attention_mask": attention_mask, "index": pair_index,
                 "video_index": video_index}
 
 
