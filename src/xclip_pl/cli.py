@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import sys
 
 from jsonargparse import lazy_instance
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -10,6 +11,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from .data.datamodule import VideoTextDataModule
 from .loggers import XCLIPWandbLogger
+from .model.openai_clip import is_openai_checkpoint, tokenizer_hint
 from .model.presets import PRESETS
 from .module import XCLIPRetrieval
 from .predict import EmbeddingWriter
@@ -41,8 +43,11 @@ class XCLIPCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         data_args = cfg.data.init_args
-        if data_args.get("tokenizer") is None and cfg.model.clip not in PRESETS and not cfg.model.get("official_checkpoint"):
-            data_args.tokenizer = cfg.model.clip  # a pretrained CLIP brings its own tokenizer
+        clip = cfg.model.clip
+        if data_args.get("tokenizer") is None and clip not in PRESETS and not cfg.model.get("official_checkpoint"):
+            if is_openai_checkpoint(clip):
+                raise ValueError(tokenizer_hint(clip))
+            data_args.tokenizer = clip  # a pretrained CLIP directory or hub id brings its own tokenizer
 
     def after_instantiate_classes(self) -> None:
         size = self.model.image_size
@@ -84,8 +89,18 @@ def _import_plugins() -> None:
         entry.load()
 
 
+TOOLS = {"convert": "xclip_pl.convert:convert", "search": "xclip_pl.search:search_cli"}
+
+
 def main(args: list[str] | None = None) -> None:
-    """Console entry point (``xclip-pl``)."""
+    """Console entry point: ``xclip-pl {fit,validate,test,predict}`` (LightningCLI) or ``xclip-pl {convert,search}``."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in TOOLS:
+        module, function = TOOLS[argv[0]].split(":")
+        from jsonargparse import auto_cli  # noqa: PLC0415
+
+        auto_cli(getattr(importlib.import_module(module), function), args=argv[1:])
+        return
     build_cli(args)
 
 

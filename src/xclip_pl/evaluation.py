@@ -79,7 +79,7 @@ def format_metric_table(metrics: dict[str, float], title: str = "retrieval") -> 
     """A markdown table with one row per direction: R@1, R@5, R@10, MdR, MnR."""
     columns = ("R@1", "R@5", "R@10", "MdR", "MnR")
     lines = [f"{title}", "| direction | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for direction in ("t2v", "v2t", "v2t_group_max"):
+    for direction in ("t2v", "v2t", "v2t_group_max", "v2t_standard"):
         if f"{direction}/R@1" in metrics:
             lines.append(f"| {direction} | " + " | ".join(f"{metrics[f'{direction}/{c}']:.1f}" for c in columns) + " |")
     return "\n".join(lines)

@@ -15,7 +15,9 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
-from .distributed import all_gather_uneven, gather_features, world
+from .distributed import all_gather_uneven, world
+from .fidelity import (BertAdam, ClipDtype, GatherGrad, LrSchedule, NoDecay, OptimizerName, cast_towers_fp16,
+                       feature_gather, freeze_clip_layers, reference_parameter_groups, reference_warmup_cosine)
 from .evaluation import EvalBuffer, format_metric_table
 from .loss import contrastive_loss
 from .model import XCLIP, TextFeatures, VideoFeatures
@@ -55,6 +57,25 @@ class XCLIPRetrieval(pl.LightningModule):
             ~2/W of the AOSM work); false computes the full global matrix on every rank, as the reference.
         eval_chunk_size: texts and videos per similarity block at evaluation (None: automatic, bounded memory).
         ties: how a ground-truth score tied with others is ranked (``pessimistic``, ``optimistic``, ``mean``).
+        encode_padded_frames: run CLIP on padded frame slots as mean-colour images (reference: true);
+            false skips them (zero features; meant for ``mask_padding: true``).
+        clip_dtype: ``fp16`` = the reference's pure-fp16 CLIP towers (fp16 weights, gradients and
+            optimiser state; LayerNorms in fp32; needs ``trainer.precision: 32-true``); ``fp32`` = fp32
+            master weights, combine with ``trainer.precision: bf16-mixed`` (retune the CLIP lr).
+        freeze_layers: freeze the CLIP embedding stage and encoder layers below this index (reference: 0,
+            which still freezes the embeddings, patch projection, class token and pre-LN); -1 freezes nothing.
+        optimizer: ``bertadam`` = the reference's Adam (no bias correction, state in the parameter dtype,
+            per-tensor clip to 1); ``adamw`` = ``torch.optim.AdamW``.
+        lr_schedule: ``reference`` = warmup then cosine over global progress, not renormalised, first step
+            at lr 0; ``hf`` = warmup then a cosine renormalised to the remaining steps.
+        no_decay: parameters without weight decay: ``bias`` (reference: LayerNorm weights, logit_scale and
+            the AOSM matrices are decayed) or ``bias_norm_embedding`` (biases, norms, embeddings, scalars).
+        gather_grad: backward of the feature all-gather: ``sum`` (exact full-batch gradients) or
+            ``local_slice`` (reference: this rank's slice only, so encoder gradients are 1/W of the head's;
+            requires ``local_loss: false``).
+        v2t_multi_caption: which multi-caption video-to-text convention is logged as ``v2t/*`` (the other
+            one goes to ``v2t_standard/*`` or ``v2t_group_max/*``): ``standard`` (best caption among all
+            captions) or ``group_max`` (the reference's, used by the paper's MSVD numbers).
     """
 
     def __init__(
@@ -80,16 +101,30 @@ class XCLIPRetrieval(pl.LightningModule):
         local_loss: bool = True,
         eval_chunk_size: int | None = None,
         ties: TieRule = "pessimistic",
+        encode_padded_frames: bool = True,
+        clip_dtype: ClipDtype = "fp32",
+        freeze_layers: int = -1,
+        optimizer: OptimizerName = "adamw",
+        lr_schedule: LrSchedule = "hf",
+        no_decay: NoDecay = "bias_norm_embedding",
+        gather_grad: GatherGrad = "sum",
+        v2t_multi_caption: Literal["standard", "group_max"] = "standard",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if gather_grad == "local_slice" and local_loss:
+            raise ValueError("model.gather_grad=local_slice reproduces the reference only with the full N x N loss: "
+                             "set model.local_loss: false (or gather_grad: sum)")
         model_args = dict(max_words=max_words, max_frames=max_frames, temporal_layer_norm_eps=temporal_layer_norm_eps,
                           temperature=temperature, mask_padding=mask_padding, frame_features=frame_features,
-                          text_padding_mask=text_padding_mask)
+                          text_padding_mask=text_padding_mask, encode_padded_frames=encode_padded_frames)
         if official_checkpoint:
             self.model = XCLIP.from_official_checkpoint(official_checkpoint, **model_args)
         else:
             self.model = XCLIP(clip, temporal_layers=temporal_layers, temporal_init=temporal_init, **model_args)
+        if clip_dtype == "fp16":
+            cast_towers_fp16(self.model.towers.clip)  # after the temporal encoder copied the fp32 text blocks
+        freeze_clip_layers(self.model.towers.clip, freeze_layers)
         self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 1, 3, 1, 1), persistent=False)
         self.eval_buffer = EvalBuffer()
@@ -103,6 +138,16 @@ class XCLIPRetrieval(pl.LightningModule):
     @property
     def vocab_size(self) -> int:
         return self.model.towers.clip.config.text_config.vocab_size
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint trained with other ``max_words``/``max_frames`` is a clear error, not a size mismatch."""
+        state = checkpoint.get("state_dict", {})
+        for key, what, ours in (("model.similarity_head.word_logit_weight", "max_words", self.model.max_words),
+                                ("model.similarity_head.frame_logit_weight", "max_frames", self.model.max_frames)):
+            if key in state and state[key].shape[0] != ours:
+                raise ValueError(f"the checkpoint was trained with {what}={state[key].shape[0]} (its AOSM matrices are "
+                                 f"{tuple(state[key].shape)}) but this run uses {what}={ours}: set data.init_args.{what}="
+                                 f"{state[key].shape[0]}")
 
     # ----------------------------------------------------------------------------------------- encoding
     def normalize_frames(self, frames: Tensor, frame_mask: Tensor) -> Tensor:
@@ -126,7 +171,11 @@ class XCLIPRetrieval(pl.LightningModule):
 
     # ----------------------------------------------------------------------------------------- training
     def on_fit_start(self) -> None:
-        """Keep a copy of the tokenizer beside the run's checkpoints (``<run>/tokenizer``)."""
+        """Check the precision setting; keep a copy of the tokenizer beside the checkpoints (``<run>/tokenizer``)."""
+        precision = str(self.trainer.precision)
+        if self.hparams.clip_dtype == "fp16" and precision != "32-true":
+            raise ValueError(f"model.clip_dtype=fp16 casts the CLIP towers itself (the reference's pure fp16); "
+                             f"trainer.precision={precision} would cast or autocast them again: set trainer.precision: 32-true")
         datamodule, checkpoint = self.trainer.datamodule, self.trainer.checkpoint_callback
         if (self.trainer.is_global_zero and getattr(datamodule, "tokenizer", None) is not None
                 and checkpoint is not None and checkpoint.dirpath):
@@ -135,7 +184,8 @@ class XCLIPRetrieval(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         text, video = self.encode_text_batch(batch), self.encode_video_batch(batch)
         rank, world_size = world()
-        loss = contrastive_loss(self.model.similarity, text, video, gather_features, rank, world_size, self.hparams.local_loss)
+        gather = feature_gather(self.hparams.gather_grad)
+        loss = contrastive_loss(self.model.similarity, text, video, gather, rank, world_size, self.hparams.local_loss)
         batch_size = len(text)
         self.log("train/loss", loss, prog_bar=True, sync_dist=world_size > 1, batch_size=batch_size)
         self.log("train/logit_scale", self.model.logit_scale.detach().exp(), batch_size=batch_size)
@@ -182,7 +232,7 @@ class XCLIPRetrieval(pl.LightningModule):
             rows = self.model.similarity(text[mine], video, self.hparams.eval_chunk_size)
         self.metrics.update(rows, caption_index[mine], caption_video[mine])
         self.metrics.missing_videos = ~video_ok
-        metrics = self.metrics.compute()
+        metrics = _name_v2t(self.metrics.compute(), self.hparams.v2t_multi_caption)
         self.metrics.reset()
         self.eval_buffer.clear()
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=False, rank_zero_only=False)
@@ -204,8 +254,25 @@ class XCLIPRetrieval(pl.LightningModule):
     # ------------------------------------------------------------------------------------- optimisation
     def configure_optimizers(self):
         hp = self.hparams
-        groups = parameter_groups(self.model, self.model.towers, hp.lr, hp.backbone_lr_scale, hp.weight_decay)
-        optimizer = build_optimizer(groups, tuple(hp.betas), hp.eps)
+        make_groups = reference_parameter_groups if hp.no_decay == "bias" else parameter_groups
+        groups = make_groups(self.model, self.model.towers, hp.lr, hp.backbone_lr_scale, hp.weight_decay)
+        if hp.optimizer == "bertadam":
+            optimizer = BertAdam(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, max_grad_norm=1.0)
+        else:
+            optimizer = build_optimizer(groups, tuple(hp.betas), hp.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, hp.warmup_ratio))
+        schedule = reference_warmup_cosine if hp.lr_schedule == "reference" else warmup_cosine
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total, hp.warmup_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _name_v2t(metrics: dict[str, float], headline: str) -> dict[str, float]:
+    """Multi-caption data: put the chosen video-to-text convention under ``v2t/*`` and the other beside it."""
+    if headline == "standard" or not any(k.startswith("v2t_group_max/") for k in metrics):
+        return metrics
+    renamed = {}
+    for key, value in metrics.items():
+        direction, name = key.split("/", 1)
+        direction = {"v2t": "v2t_standard", "v2t_group_max": "v2t"}.get(direction, direction)
+        renamed[f"{direction}/{name}"] = value
+    return renamed

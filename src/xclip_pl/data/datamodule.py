@@ -134,9 +134,11 @@ class VideoTextDataModule(pl.LightningDataModule):
         """A fresh per-rank log of undecodable videos under the run directory (``<root_dir>/bad_videos/``)."""
         trainer = self.trainer
         run_dir = Path(trainer.default_root_dir) if trainer is not None else default_cache_dir(self.root, "runs")
-        self.bad_video_log = BadVideoLog(run_dir / "bad_videos", rank=trainer.global_rank if trainer else 0)
+        log = BadVideoLog(run_dir / "bad_videos", rank=trainer.global_rank if trainer else 0)
+        if self.bad_video_log is None or self.bad_video_log.path != log.path:
+            self.bad_video_log = log
+            self._datasets.clear()  # datasets built earlier hold a loader with another log
         self.bad_video_log.reset()
-        self._datasets.clear()  # datasets hold the loader with the log
 
     def teardown(self, stage: str | None = None) -> None:
         """End of fit / validate / test / predict: report every undecodable video once (rank 0)."""

@@ -215,12 +215,18 @@ def render_frames(scene: tuple[SceneObject, SceneObject], background: np.ndarray
     return frames
 
 
-def write_mp4(path: Path, frames: np.ndarray, rate: int) -> None:
-    """Encode uint8 RGB frames [n, h, w, 3] (even h, w) as H.264 yuv420p with a short GOP."""
+CODEC_OPTIONS: dict[str, dict[str, str]] = {
+    "libx264": {"preset": "ultrafast", "crf": "20", "threads": "1"},
+    "mpeg4": {"threads": "1"},  # MPEG-4 Part 2 (default bit rate), e.g. in an .avi container (MSVD)
+}
+
+
+def write_mp4(path: Path, frames: np.ndarray, rate: int, codec: str = "libx264") -> None:
+    """Encode uint8 RGB frames [n, h, w, 3] (even h, w) as yuv420p with a short GOP: H.264 by default,
+    ``codec="mpeg4"`` for an ``.avi`` file (the container follows the file suffix)."""
     height, width = frames.shape[1:3]
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(
-            "libx264", rate=rate, options={"preset": "ultrafast", "crf": "20", "threads": "1"})
+        stream = container.add_stream(codec, rate=rate, options=dict(CODEC_OPTIONS.get(codec, {"threads": "1"})))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = GOP_SIZE
         for pixels in frames:
@@ -269,12 +275,20 @@ def _write_clip(video_path: Path, kinds: tuple[ObjectKind, ObjectKind], clip_see
                 height: int, num_frames: int, rate: int, captions_per_video: int
                 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Render and encode one clip; return its captions and object records. Deterministic by clip_seed."""
+    frames, scene, rng = render_clip(kinds, clip_seed, width, height, num_frames)
+    write_mp4(video_path, frames, rate)
+    return make_captions(scene, captions_per_video, rng), [_object_record(o) for o in scene]
+
+
+def render_clip(kinds: tuple[ObjectKind, ObjectKind], clip_seed: list[int], width: int, height: int,
+                num_frames: int) -> tuple[np.ndarray, tuple[SceneObject, SceneObject], np.random.Generator]:
+    """The frames uint8 [num_frames, height, width, 3] and scene of one clip, and the clip's generator in
+    the state that ``make_captions(scene, count, rng)`` continues from. Deterministic by clip_seed."""
     rng = np.random.default_rng(clip_seed)
     scene = place_scene(kinds, rng, width, height, num_frames)
     background = _background(rng, width, height)
     colours = (_object_colour(scene[0].colour, rng), _object_colour(scene[1].colour, rng))
-    write_mp4(video_path, render_frames(scene, background, num_frames, colours), rate)
-    return make_captions(scene, captions_per_video, rng), [_object_record(o) for o in scene]
+    return render_frames(scene, background, num_frames, colours), scene, rng
 
 
 def _check_sizes(width: int, height: int, seconds: float, rate: int) -> int:

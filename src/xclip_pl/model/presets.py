@@ -42,8 +42,9 @@ def preset_config(name: str) -> CLIPConfig:
 def build_clip(clip: str | CLIPModel | CLIPConfig) -> CLIPModel:
     """A ``CLIPModel`` in fp32 with SDPA attention.
 
-    ``clip`` is a preset name (random weights), a local directory or a hub id (pretrained weights,
-    via ``CLIPModel.from_pretrained``), or an already built model / config.
+    ``clip`` is a preset name (random weights), an OpenAI checkpoint file (``ViT-B-32.pt``: TorchScript
+    archive or state dict, converted in memory), a local directory or a hub id (pretrained weights, via
+    ``CLIPModel.from_pretrained``), or an already built model / config.
     """
     if isinstance(clip, CLIPModel):
         return clip
@@ -51,6 +52,10 @@ def build_clip(clip: str | CLIPModel | CLIPConfig) -> CLIPModel:
         return CLIPModel(copy.deepcopy(clip))
     if clip in PRESETS:
         return CLIPModel(preset_config(clip))
+    from .openai_clip import clip_from_openai, is_openai_checkpoint  # noqa: PLC0415
+
+    if is_openai_checkpoint(clip):
+        return clip_from_openai(clip)
     try:
         return CLIPModel.from_pretrained(clip, dtype=torch.float32, attn_implementation="sdpa")
     except OSError as err:

@@ -5,14 +5,37 @@ Axes: ``a`` texts, ``b`` videos, ``w`` words, ``f`` frames, ``d`` embedding dim.
 For a block of ``a`` texts and ``b`` videos it returns the [a, b] logits
 ``exp(logit_scale) * (S_vs + S_vw + S_sf + S_fw) / 4`` (xclip-method.md 1.8). Each AOSM reduction is
 ``sum_i (softmax(s / tau) @ W)_i * s_i`` over one axis, with an identity-initialised mixing matrix W.
+
+How the engine computes it (same values as the formulas above, up to float rounding):
+
+* ``sum_i (p W)_i s_i = sum_m p_m (W s)_m``: the mixing is a matmul on the *scores* (``W @ S`` along the
+  reduced axis, one batched GEMM with the small W as the left operand) and the weights stay
+  unnormalised, ``exp(s - max)``, divided by their sum once at the end.
+* ``1 / tau`` is folded into the text-side embeddings, and ``W_loc`` / ``W_g`` are applied once per
+  text rather than once per block (:meth:`MultiGrainedSimilarity.prepare_text`).
+* The frame-word matrix of a block is one GEMM ``((a w) d) @ (d b)`` per frame, laid out ``[f, a, w, b]``
+  so that both level-1 reductions (over ``w`` and over ``f``) run over a non-innermost axis with the
+  videos contiguous.
+* Without gradients the big temporaries are reused in place; with gradients the same maths runs
+  out of place (``torch.softmax``), so training gets exact gradients from the same module.
+* Half-precision features keep the GEMM outputs and mixed scores in their dtype; softmax maxima,
+  exponentials, their sums and every reduction are fp32.
+* :meth:`MultiGrainedSimilarity.blockwise` tiles texts x videos so that one block's temporaries stay
+  within a memory budget, on the features' device, writing into one preallocated [a, b] result.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
-from einops import einsum, rearrange
 from torch import Tensor, nn
 
 from .features import TextFeatures, VideoFeatures
+
+#: Default frame-word elements per block when neither a chunk size nor a budget is given
+#: (about 384 MiB of temporaries for fp32 features, 256 MiB for bf16).
+DEFAULT_BLOCK_ELEMENTS = 1 << 25
 
 
 def attention_over_scores(scores: Tensor, mix: Tensor, temperature: float, mask: Tensor | None = None) -> Tensor:
@@ -25,6 +48,36 @@ def attention_over_scores(scores: Tensor, mix: Tensor, temperature: float, mask:
         scores = scores.masked_fill(~mask, 0.0)
     weights = torch.softmax(logits, dim=-1).to(scores.dtype) @ mix.to(scores.dtype)  # [..., n], a' = a W
     return (weights * scores).sum(-1)
+
+
+@dataclass
+class PreparedText:
+    """Text-side inputs of the block computation, computed once per similarity call and sliced per block."""
+
+    sentence: Tensor  # [a, d] t
+    sentence_global: Tensor  # [a, d] t W_g
+    word: Tensor  # [a, w, d] w
+    word_local: Tensor  # [a, w, d] w W_loc / tau
+    word_mask: Tensor | None  # [a, w] bool, None when masks are off
+
+    def __len__(self) -> int:
+        return self.sentence.shape[0]
+
+    def __getitem__(self, idx: slice) -> "PreparedText":
+        return PreparedText(self.sentence[idx], self.sentence_global[idx], self.word[idx], self.word_local[idx],
+                            None if self.word_mask is None else self.word_mask[idx])
+
+
+@dataclass
+class PreparedVideo:
+    """Video-side inputs of one block, frames first so that the block's GEMMs need no further copy."""
+
+    video: Tensor  # [b, d]
+    frame: Tensor  # [(f b), d] contiguous, frame k of video j at row k * b + j
+    frame_mask: Tensor | None  # [f, b] bool, None when masks are off
+
+    def __len__(self) -> int:
+        return self.video.shape[0]
 
 
 class MultiGrainedSimilarity(nn.Module):
@@ -69,41 +122,194 @@ class MultiGrainedSimilarity(nn.Module):
                 f"but the inputs have {words} words and {frames} frames: set data and model max_words/max_frames alike"
             )
 
+    # ------------------------------------------------------------------------------------ public API
     def forward(self, text: TextFeatures, video: VideoFeatures, logit_scale: Tensor) -> Tensor:
-        """Logits [a, b] for every text x video pair of the block."""
+        """Logits [a, b] for every text x video pair, as one block (see :meth:`blockwise` for tiling)."""
+        return self.blockwise(text, video, logit_scale, len(text), len(video))
+
+    def blockwise(self, text: TextFeatures, video: VideoFeatures, logit_scale: Tensor, block_texts: int,
+                  block_videos: int, compile: bool = False) -> Tensor:
+        """Logits [a, b] computed in blocks of ``block_texts`` x ``block_videos`` pairs.
+
+        Every block sees the same prepared inputs, so any block size gives the one-block values up to
+        float rounding. The result is fp32 for half features (else their dtype), on their device.
+        Without gradients the blocks are written into one preallocated [a, b] tensor and a block's
+        temporaries take about ``bytes_per_element * texts * videos * words * frames`` bytes; with
+        gradients the blocks are concatenated (autograd keeps every block's activations then, so tiling
+        bounds evaluation memory only). ``compile`` runs the block function through ``torch.compile``
+        (CUDA and no grad only; ignored otherwise); partial blocks are then zero-padded to the full
+        block shape so that one compiled graph serves every block.
+        """
         self.check_shapes(text, video)
+        a, b = len(text), len(video)
+        ta, tb = max(1, min(block_texts, a)), max(1, min(block_videos, b))
+        fast = not torch.is_grad_enabled()
+        mix = self._mixing_matrices(text.word_emb.dtype, fast)
+        prepared = self.prepare_text(text)
         tau = self.temperature
-        word_mask = text.word_mask if self.mask_padding else None  # [a, w]
-        frame_mask = video.frame_mask if self.mask_padding else None  # [b, f]
-        sent, word = text.sentence_emb, text.word_emb  # [a, d], [a, w, d]
-        vid, frame = video.video_emb, video.frame_emb  # [b, d], [b, f, d]
+        if not fast:
+            cols = [torch.cat([_block_logits(prepared[i : i + ta], self.prepare_video(video[j : j + tb]), mix, logit_scale, tau, False)
+                               for i in range(0, a, ta)], 0) for j in range(0, b, tb)]
+            return torch.cat(cols, 1)
+        block_fn, padded = _block_logits, False
+        if compile and text.word_emb.is_cuda:
+            block_fn, padded = _compiled_block_logits(), True
+            prepared = _pad_text(prepared, -(-a // ta) * ta)
+        out = torch.empty(a, b, dtype=_acc_dtype(text.word_emb.dtype), device=text.word_emb.device)
+        for j in range(0, b, tb):  # videos outside: each video block is laid out frames-first once
+            video_block = self.prepare_video(video[j : j + tb], pad_to=tb if padded else None)
+            for i in range(0, a, ta):
+                block = block_fn(prepared[i : i + ta], video_block, mix, logit_scale, tau, True)
+                out[i : i + ta, j : j + tb] = block[: a - i, : b - j]
+        return out
 
-        video_sentence = einsum(sent @ self.global_mat_weight, vid, "a d, b d -> a b")
-        word_video = einsum(word, vid, "a w d, b d -> a b w")
-        video_word = attention_over_scores(word_video, self.word_logit_weight, tau, _rows(word_mask))
-        sent_frame = einsum(sent, frame, "a d, b f d -> a b f")
-        sentence_frame = attention_over_scores(sent_frame, self.frame_logit_weight, tau, _cols(frame_mask))
-        frame_word = self.frame_word_score(word @ self.local_mat_weight, frame, word_mask, frame_mask)
-        return logit_scale.exp() * (video_sentence + video_word + sentence_frame + frame_word) / 4
+    def bytes_per_element(self, dtype: torch.dtype) -> int:
+        """Peak bytes of a no-grad block's temporaries per frame-word element: the scores and the mixed
+        scores in the features' dtype plus the fp32 exponentials (plus two masked copies with masks)."""
+        size = torch.empty((), dtype=dtype).element_size()
+        return 2 * size + max(4, size) + (2 * size if self.mask_padding else 0)
 
-    def frame_word_score(self, word: Tensor, frame: Tensor, word_mask: Tensor | None, frame_mask: Tensor | None) -> Tensor:
-        """Two-level AOSM over the word x frame matrix M [a, b, w, f] = (w W_loc) . f."""
-        tau = self.temperature
-        fine = einsum(word, frame, "a w d, b f d -> a b w f")
-        wm = None if word_mask is None else rearrange(word_mask, "a w -> a 1 1 w")
-        fm = None if frame_mask is None else rearrange(frame_mask, "b f -> 1 b 1 f")
-        per_frame = attention_over_scores(fine.transpose(-1, -2), self.word_mat_weight, tau, wm)  # u [a, b, f]
-        per_word = attention_over_scores(fine, self.frame_mat_weight, tau, fm)  # z [a, b, w]
-        over_frames = attention_over_scores(per_frame, self.frame_mat_weight2, tau, _cols(frame_mask))  # [a, b]
-        over_words = attention_over_scores(per_word, self.word_mat_weight2, tau, _rows(word_mask))  # [a, b]
-        return (over_frames + over_words) / 2
+    # ------------------------------------------------------------------------------------ internals
+    def prepare_text(self, text: TextFeatures) -> PreparedText:
+        """Per-text projections, done once per call (the reference redoes them per block):
+        ``t W_g`` and ``w W_loc / tau``, computed in at least fp32 and stored in the features' dtype."""
+        dtype, acc = text.word_emb.dtype, _acc_dtype(text.word_emb.dtype)
+        sentence, word = text.sentence_emb, text.word_emb
+        return PreparedText(
+            sentence,
+            (sentence.to(acc) @ self.global_mat_weight.to(acc)).to(dtype),
+            word,
+            ((word.to(acc) @ self.local_mat_weight.to(acc)) * (1.0 / self.temperature)).to(dtype),
+            text.word_mask.bool() if self.mask_padding else None,
+        )
+
+    def prepare_video(self, video: VideoFeatures, pad_to: int | None = None) -> PreparedVideo:
+        """Frames-first copy of a video block (zero-padded to ``pad_to`` videos if given)."""
+        vid, frame, mask = video.video_emb, video.frame_emb, video.frame_mask.bool()
+        if pad_to is not None and pad_to > len(video):
+            extra = pad_to - len(video)
+            vid = torch.cat([vid, vid.new_zeros(extra, vid.shape[1])])
+            frame = torch.cat([frame, frame.new_zeros(extra, *frame.shape[1:])])
+            mask = torch.cat([mask, mask.new_ones(extra, mask.shape[1])])
+        b, f, d = frame.shape
+        return PreparedVideo(vid, frame.transpose(0, 1).reshape(f * b, d), mask.t() if self.mask_padding else None)
+
+    def _mixing_matrices(self, dtype: torch.dtype, fast: bool) -> tuple[Tensor | None, ...]:
+        """(W_wl, W_fl, W_w1, W_f1, W_f2, W_w2): the frame-word level-1 mixes in the features' dtype (they
+        multiply the big score tensor), the others in at least fp32. Without gradients an exact identity
+        comes back as ``None`` and its mix is skipped."""
+        acc = _acc_dtype(dtype)
+        mats = (self.word_logit_weight, self.frame_logit_weight, self.word_mat_weight, self.frame_mat_weight,
+                self.frame_mat_weight2, self.word_mat_weight2)
+        dtypes = (acc, acc, dtype, dtype, acc, acc)
+        return tuple(None if fast and _is_identity(m) else m.to(dt) for m, dt in zip(mats, dtypes))
 
 
-def _rows(word_mask: Tensor | None) -> Tensor | None:
-    """[a, w] -> [a, 1, w], broadcast over videos."""
-    return None if word_mask is None else rearrange(word_mask, "a w -> a 1 w")
+# ---------------------------------------------------------------------------------------- block maths
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: fp32 for half types, the dtype itself for fp32 / fp64."""
+    return torch.promote_types(dtype, torch.float32)
 
 
-def _cols(frame_mask: Tensor | None) -> Tensor | None:
-    """[b, f] -> [1, b, f], broadcast over texts."""
-    return None if frame_mask is None else rearrange(frame_mask, "b f -> 1 b f")
+def _upcast(t: Tensor) -> Tensor:
+    return t.to(_acc_dtype(t.dtype))
+
+
+def _is_identity(m: Tensor) -> bool:
+    return m.shape[0] == m.shape[1] and torch.equal(m, torch.eye(m.shape[0], dtype=m.dtype, device=m.device))
+
+
+def _mix(mat: Tensor | None, scores: Tensor, dim: int) -> Tensor:
+    """``mat @ scores`` along axis ``dim`` (the mixed scores ``W s``) of a contiguous tensor, as one
+    batched GEMM ``[n, n] @ [lead, n, trail]``; ``None`` is the identity."""
+    if mat is None:
+        return scores
+    shape = scores.shape
+    lead = math.prod(shape[:dim])
+    return torch.matmul(mat, scores.reshape(lead, shape[dim], -1)).view(shape)
+
+
+def _aosm(scores: Tensor, mat: Tensor | None, dim: int, keep: Tensor | None, fast: bool) -> Tensor:
+    """AOSM of already ``1/tau``-scaled ``scores`` along ``dim``: ``sum_m softmax(s)_m (W s)_m`` (fp32, in
+    the same scaled units). ``keep`` (bool, broadcastable) drops positions from the softmax and the sum."""
+    if keep is not None:
+        mixed = _mix(mat, scores.masked_fill(~keep, 0.0), dim)
+        logits = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    else:
+        mixed, logits = _mix(mat, scores, dim), scores
+    if not fast:  # differentiable: plain softmax, out of place
+        return (torch.softmax(_upcast(logits), dim) * _upcast(mixed)).sum(dim)
+    peak = _upcast(logits.amax(dim, keepdim=True))
+    weights = torch.sub(logits, peak).exp_()  # >= fp32 (peak is), unnormalised softmax
+    del logits
+    total = weights.sum(dim)
+    return weights.mul_(mixed).sum(dim).div_(total)
+
+
+def _frame_word(word_local: Tensor, frame: Tensor, frames: int, word_mask: Tensor | None, frame_mask: Tensor | None,
+                mix: tuple[Tensor | None, ...], fast: bool) -> Tensor:
+    """Two-level AOSM frame-word score [a, b] in ``1/tau`` units. ``word_local`` [a, w, d] (W_loc and
+    1/tau applied), ``frame`` [(f b), d] (frames first), masks [a, w] / [f, b] or None;
+    ``mix`` = (W_w1, W_f1, W_f2, W_w2)."""
+    a, w, d = word_local.shape
+    f, b = frames, frame.shape[0] // frames
+    w1, f1, f2, w2 = mix
+    fine = (word_local.reshape(a * w, d) @ frame.t()).view(a, w, f, b)  # M / tau: one GEMM
+    per_frame = _aosm(fine, w1, 1, None if word_mask is None else word_mask.view(a, w, 1, 1), fast)  # u [a, f, b]
+    per_word = _aosm(fine, f1, 2, None if frame_mask is None else frame_mask.view(1, 1, f, b), fast)  # z [a, w, b]
+    del fine
+    over_frames = _aosm(per_frame, f2, 1, None if frame_mask is None else frame_mask.view(1, f, b), fast)  # [a, b]
+    over_words = _aosm(per_word, w2, 1, None if word_mask is None else word_mask.view(a, w, 1), fast)  # [a, b]
+    return (over_frames + over_words) * 0.5
+
+
+def _block_logits(text: PreparedText, video: PreparedVideo, mix: tuple[Tensor | None, ...], logit_scale: Tensor,
+                  tau: float, fast: bool) -> Tensor:
+    """Logits [a, b] of one block (at least fp32). ``mix`` = (W_wl, W_fl, W_w1, W_f1, W_f2, W_w2)."""
+    a, w, d = text.word.shape
+    b = video.video.shape[0]
+    f = video.frame.shape[0] // b
+    inv_tau = 1.0 / tau
+    video_sentence = _upcast(text.sentence_global @ video.video.t())  # [a, b]
+    word_video = _upcast(text.word.reshape(a * w, d) @ video.video.t()).view(a, w, b) * inv_tau
+    video_word = _aosm(word_video, mix[0], 1, None if text.word_mask is None else text.word_mask.view(a, w, 1), fast)
+    sent_frame = _upcast(text.sentence @ video.frame.t()).view(a, f, b) * inv_tau
+    sentence_frame = _aosm(sent_frame, mix[1], 1, None if video.frame_mask is None else video.frame_mask.view(1, f, b), fast)
+    frame_word = _frame_word(text.word_local, video.frame, f, text.word_mask, video.frame_mask, mix[2:], fast)
+    scale = logit_scale.to(video_sentence.dtype).exp() * 0.25
+    return scale * (video_sentence + tau * (video_word + sentence_frame + frame_word))
+
+
+_COMPILED = None
+
+
+def _compiled_block_logits():
+    """``torch.compile`` of the no-grad block function (created once per process)."""
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(_block_logits, dynamic=False)
+    return _COMPILED
+
+
+def _pad_text(text: PreparedText, n: int) -> PreparedText:
+    """Zero-pad the texts to ``n`` rows (masks padded with True) so that every block has one shape."""
+    extra = n - len(text)
+    if extra <= 0:
+        return text
+    pad = lambda t, value=0: torch.cat([t, t.new_full((extra, *t.shape[1:]), value)])  # noqa: E731
+    return PreparedText(pad(text.sentence), pad(text.sentence_global), pad(text.word), pad(text.word_local),
+                        None if text.word_mask is None else pad(text.word_mask, True))
+
+
+def block_sizes(a: int, b: int, words: int, frames: int, max_elements: int) -> tuple[int, int]:
+    """Texts and videos per block so that a block holds at most ``max_elements`` frame-word elements
+    (``texts * videos * words * frames``), shaped so that the frame-word GEMM is square-ish
+    (``texts * words ~ videos * frames``), which maximises its arithmetic intensity."""
+    per_pair = words * frames
+    pairs = max(1, max_elements // per_pair)
+    side = math.sqrt(max_elements)
+    ta = max(1, min(a, round(side / words)))
+    tb = max(1, min(b, pairs // ta))
+    if tb == b:  # every video fits: spend the rest of the budget on texts
+        ta = max(1, min(a, pairs // b))
+    return ta, tb

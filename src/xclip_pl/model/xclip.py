@@ -15,7 +15,7 @@ from transformers import CLIPConfig, CLIPModel
 from .encoders import CLIPTowers
 from .features import TextFeatures, VideoFeatures
 from .presets import build_clip
-from .similarity import MultiGrainedSimilarity
+from .similarity import MultiGrainedSimilarity, block_sizes
 from .temporal import TemporalTransformer, l2_normalize, masked_mean
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 25  # elements of one [a, b, w, f] frame-word block (128 MiB in fp32)
@@ -38,6 +38,9 @@ class XCLIP(nn.Module):
         frame_features: frame embeddings entering AOSM: ``clip`` (before the temporal encoder, reference)
             or ``temporal`` (after it, as drawn in the paper's Fig. 2).
         text_padding_mask: give the text transformer a padding mask (reference: ``False``, causal only).
+        encode_padded_frames: run CLIP on padded frame slots (mean-colour images; reference: ``True``).
+            ``False`` skips them (their features are zero): less compute for short videos, meant for
+            ``mask_padding=True``, where padded frames never enter a score.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class XCLIP(nn.Module):
         mask_padding: bool = False,
         frame_features: Literal["clip", "temporal"] = "clip",
         text_padding_mask: bool = False,
+        encode_padded_frames: bool = True,
     ) -> None:
         super().__init__()
         self.towers = CLIPTowers(build_clip(clip), text_padding_mask=text_padding_mask)
@@ -62,6 +66,7 @@ class XCLIP(nn.Module):
         self.temporal = TemporalTransformer(dim, temporal_layers, text_cfg.max_position_embeddings, temporal_layer_norm_eps)
         self.similarity_head = MultiGrainedSimilarity(dim, max_words, max_frames, temperature, mask_padding)
         self.frame_features = frame_features
+        self.encode_padded_frames = encode_padded_frames
         if temporal_init == "clip_text":
             self.init_temporal_from_text_tower()
 
@@ -97,24 +102,35 @@ class XCLIP(nn.Module):
     def encode_video(self, pixel_values: Tensor, frame_mask: Tensor) -> VideoFeatures:
         """Video [b, d] and frame [b, f, d] embeddings of normalised frames [b, f, 3, h, w] with mask [b, f]."""
         frame_mask = frame_mask.bool()
-        raw = self.towers.encode_frames(pixel_values).float()  # [b, f, d]
+        raw = self.encode_frames(pixel_values, frame_mask)  # [b, f, d]
         contextual = self.temporal(raw, frame_mask)  # [b, f, d]
         video_emb = l2_normalize(masked_mean(l2_normalize(contextual), frame_mask))  # [b, d]
         frame_emb = raw if self.frame_features == "clip" else contextual
         return VideoFeatures(video_emb, l2_normalize(frame_emb), frame_mask)
 
-    def similarity(self, text: TextFeatures, video: VideoFeatures, chunk_size: int | None = None) -> Tensor:
-        """Logits [a, b] (logit scale applied), computed in text x video blocks of ``chunk_size`` items
-        per side (default: blocks of about 2^25 frame-word elements)."""
-        a, b = len(text), len(video)
-        ta, tb = _block_sizes(a, b, self.max_words * self.max_frames, chunk_size)
-        if ta >= a and tb >= b:
-            return self.similarity_head(text, video, self.logit_scale)
-        rows = []
-        for i in range(0, a, ta):
-            block_text = text[i : i + ta]
-            rows.append(torch.cat([self.similarity_head(block_text, video[j : j + tb], self.logit_scale) for j in range(0, b, tb)], 1))
-        return torch.cat(rows, 0)
+    def encode_frames(self, pixel_values: Tensor, frame_mask: Tensor) -> Tensor:
+        """Raw CLIP frame embeddings [b, f, d] in fp32; padded slots encoded or zero (``encode_padded_frames``)."""
+        if self.encode_padded_frames or bool(frame_mask.all()):
+            return self.towers.encode_frames(pixel_values).float()
+        raw = pixel_values.new_zeros((*frame_mask.shape, self.towers.embed_dim), dtype=torch.float32)
+        if frame_mask.any():
+            valid = pixel_values[frame_mask]  # [n, 3, h, w], the decoded frames only
+            raw[frame_mask] = self.towers.encode_frames(valid[None]).float()[0]
+        return raw
+
+    def similarity(self, text: TextFeatures, video: VideoFeatures, chunk_size: int | None = None,
+                   memory_budget_mb: float | None = None, compile: bool = False) -> Tensor:
+        """Logits [a, b] (logit scale applied, fp32) on the features' device, in their dtype.
+
+        The texts x videos matrix is computed in blocks that bound peak memory: ``chunk_size`` texts and
+        ``chunk_size`` videos per block, or else blocks whose temporaries fit ``memory_budget_mb`` MiB
+        (without gradients; see ``MultiGrainedSimilarity.bytes_per_element``), or else blocks of about
+        ``DEFAULT_CHUNK_ELEMENTS`` frame-word elements. Any block size gives the same values up to float
+        rounding. ``compile`` runs the block function through ``torch.compile`` (CUDA, no grad only).
+        """
+        ta, tb = _block_sizes(len(text), len(video), self.max_words, self.max_frames, chunk_size,
+                              memory_budget_mb, self.similarity_head.bytes_per_element(text.word_emb.dtype))
+        return self.similarity_head.blockwise(text, video, self.logit_scale, ta, tb, compile=compile)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, pixel_values: Tensor, frame_mask: Tensor) -> Tensor:
         """Logits [a, b] between a batch of captions and a batch of videos."""
@@ -128,11 +144,18 @@ class XCLIP(nn.Module):
         return load_official_checkpoint(cls, path, max_words=max_words, max_frames=max_frames, **kwargs)
 
 
-def _block_sizes(a: int, b: int, words_x_frames: int, chunk_size: int | None) -> tuple[int, int]:
-    """Texts and videos per block: ``chunk_size`` each, or square-ish blocks within DEFAULT_CHUNK_ELEMENTS."""
+def _block_sizes(a: int, b: int, words: int, frames: int, chunk_size: int | None, memory_budget_mb: float | None,
+                 bytes_per_element: int) -> tuple[int, int]:
+    """Texts and videos per block: ``chunk_size`` each; or the largest square-ish GEMM block whose
+    frame-word temporaries fit ``memory_budget_mb``; or blocks of ``DEFAULT_CHUNK_ELEMENTS`` elements."""
     if chunk_size is not None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         return chunk_size, chunk_size
-    side = max(1, int(math.sqrt(DEFAULT_CHUNK_ELEMENTS / words_x_frames)))
-    return side, side
+    if memory_budget_mb is not None:
+        if memory_budget_mb <= 0:
+            raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
+        max_elements = int(memory_budget_mb * 2**20) // bytes_per_element
+    else:
+        max_elements = DEFAULT_CHUNK_ELEMENTS
+    return block_sizes(a, b, words, frames, max_elements)

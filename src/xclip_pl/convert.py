@@ -1,0 +1,64 @@
+"""``xclip-pl convert``: a reference X-CLIP checkpoint (and/or an OpenAI CLIP file) -> an xclip-pl checkpoint.
+
+The output directory holds ``clip/`` (the CLIP towers as a Hugging Face directory, plus the tokenizer
+files when given) and ``xclip.ckpt`` (a Lightning checkpoint of :class:`~xclip_pl.module.XCLIPRetrieval`
+whose hyper-parameters point at ``clip/``), which ``xclip-pl test --ckpt_path`` and ``xclip-pl fit
+--ckpt_path`` accept, and ``XCLIPRetrieval.load_from_checkpoint`` loads.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from .model.official import read_state_dict
+from .module import XCLIPRetrieval
+
+
+def convert(output_dir: str, reference_checkpoint: str | None = None, openai_clip: str | None = None,
+            max_words: int = 32, max_frames: int = 12, tokenizer: str | None = None) -> Path:
+    """Convert reference weights into an xclip-pl checkpoint.
+
+    Args:
+        output_dir: directory to write ``clip/`` and ``xclip.ckpt`` into.
+        reference_checkpoint: a reference X-CLIP ``pytorch_model.bin.N`` (every weight is taken from it).
+        openai_clip: an OpenAI CLIP file (``ViT-B-32.pt``); alone, it gives X-CLIP with pretrained CLIP towers and
+            the reference's initialisation of the rest; with ``reference_checkpoint`` it is not needed.
+        max_words: caption length of the checkpoint (sizes of its L x L AOSM matrices).
+        max_frames: frames per video of the checkpoint (sizes of its F x F AOSM matrices).
+        tokenizer: a Hugging Face CLIP tokenizer directory to copy into ``clip/`` (then ``data.tokenizer`` can be
+            left unset, since a CLIP directory brings its tokenizer).
+    """
+    if not reference_checkpoint and not openai_clip:
+        raise ValueError("convert needs --reference_checkpoint (pytorch_model.bin.N) and/or --openai_clip (ViT-B-32.pt)")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if reference_checkpoint:
+        module = XCLIPRetrieval(official_checkpoint=reference_checkpoint, max_words=max_words, max_frames=max_frames)
+    else:
+        module = XCLIPRetrieval(clip=openai_clip, max_words=max_words, max_frames=max_frames)
+    clip_dir = out / "clip"
+    module.model.towers.clip.save_pretrained(clip_dir)
+    if tokenizer:
+        _copy_tokenizer(Path(tokenizer), clip_dir)
+    hparams = dict(module.hparams)
+    hparams.update(clip=str(clip_dir.resolve()), official_checkpoint=None)
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": hparams,
+                  "pytorch-lightning_version": pl.__version__, "epoch": 0, "global_step": 0}
+    torch.save(checkpoint, out / "xclip.ckpt")
+    print(f"wrote {out / 'xclip.ckpt'} (CLIP towers in {clip_dir})")
+    return out / "xclip.ckpt"
+
+
+def _copy_tokenizer(source: Path, clip_dir: Path) -> None:
+    names = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+    found = [source / n for n in names if (source / n).is_file()]
+    if not found:
+        raise ValueError(f"--tokenizer {source}: no vocab.json/merges.txt or tokenizer.json there")
+    for path in found:
+        shutil.copy2(path, clip_dir / path.name)
+
+
+__all__ = ["convert", "read_state_dict"]
