@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.msvd import MissingVideos, VideoIndex, drop_missing_videos
+from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
 from xclip_pl.data.records import VideoRecord
 
