@@ -77,6 +77,8 @@ def test_two_process_gloo_equals_single_process(tmp_path, local_loss):
     for name, p in model.named_parameters():
         if p.grad is None:
             continue
-        torch.testing.assert_close(result["grads"][name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+        # float32 summation order differs between 1 and 2 processes: tolerance relative to the tensor's scale
+        scale = float(p.grad.abs().max()) + 1e-12
+        torch.testing.assert_close(result["grads"][name], p.grad, rtol=1e-4, atol=1e-6 + 1e-5 * scale, msg=name)
         checked += 1
     assert checked > 50

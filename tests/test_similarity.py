@@ -95,3 +95,99 @@ def test_shape_mismatch_is_a_clear_error():
     text, video = random_features(2, 2, 5, 4, 8)
     with pytest.raises(ValueError, match="max_words=6.*5 words"):
         head(text, video, torch.tensor(0.0))
+
+
+# --------------------------------------------------------------------------------------- blockwise engine
+@pytest.mark.parametrize("mask_padding", [False, True])
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_chunked_equals_unchunked(chunk, mask_padding):
+    head = make_head(7, 4, 16, mask_padding, tau=0.05).float()
+    text, video = random_features(9, 11, 7, 4, 16)
+    scale = torch.tensor(math.log(20.0))
+    with torch.no_grad():
+        whole = head(text, video, scale)
+        chunked = head.blockwise(text, video, scale, chunk, chunk)
+        uneven = head.blockwise(text, video, scale, chunk, chunk + 2)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(uneven, whole, rtol=1e-5, atol=1e-5)
+    grad_path = head.blockwise(text, video, scale, chunk, chunk)  # autograd path, out of place
+    torch.testing.assert_close(grad_path.detach(), whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_model_similarity_chunked_in_bf16(chunk):
+    from xclip_pl import XCLIP
+    from helpers_model import randomize_matrices
+
+    torch.manual_seed(2)
+    model = XCLIP("tiny", max_words=7, max_frames=4).eval()
+    randomize_matrices(model)
+    text, video = random_features(9, 11, 7, 4, model.towers.embed_dim)
+    with torch.no_grad():
+        exact = model.similarity(text, video)
+        text16, video16 = text.to(dtype=torch.bfloat16), video.to(dtype=torch.bfloat16)
+        whole16 = model.similarity(text16, video16, chunk_size=100)
+        chunked16 = model.similarity(text16, video16, chunk_size=chunk)
+        assert torch.allclose(model.similarity(text, video, chunk_size=chunk), exact, rtol=1e-5, atol=1e-5)
+    assert chunked16.dtype == torch.float32 and chunked16.shape == (9, 11)  # sums and logits in fp32
+    torch.testing.assert_close(chunked16, whole16, rtol=1e-5, atol=1e-4)  # same bf16 maths, any tiling
+    scale = model.logit_scale.exp().item()
+    assert (chunked16 - exact).abs().max() < 0.02 * scale  # bf16 inputs: close to fp32
+
+
+def test_memory_budget_bounds_the_blocks():
+    from xclip_pl.model.similarity import block_sizes
+    from xclip_pl.model.xclip import _block_sizes
+
+    for a, b, words, frames, budget in [(1000, 1000, 32, 12, 10**6), (4917, 4917, 64, 64, 2**25), (3, 5000, 32, 12, 10**5), (7, 3, 32, 12, 10**9)]:
+        ta, tb = block_sizes(a, b, words, frames, budget)
+        assert 1 <= ta <= a and 1 <= tb <= b
+        assert ta * tb * words * frames <= max(budget, words * frames), (a, b, ta, tb)
+    assert block_sizes(7, 3, 32, 12, 10**9) == (7, 3)  # everything fits: one block
+    per_element = MultiGrainedSimilarity(8, 32, 12).bytes_per_element(torch.float32)
+    ta, tb = _block_sizes(1000, 1000, 32, 12, None, 64, per_element, 1)
+    assert ta * tb * 32 * 12 * per_element <= 64 * 2**20
+    assert _block_sizes(1000, 1000, 32, 12, 5, 64, per_element, 1) == (5, 5)  # chunk_size wins
+    with pytest.raises(ValueError, match="chunk_size"):
+        _block_sizes(10, 10, 32, 12, 0, None, per_element, 1)
+
+
+def test_gradients_flow_through_chunked_training_logits():
+    head = make_head(6, 4, 8, mask_padding=True, tau=0.5).float()
+    text, video = random_features(5, 5, 6, 4, 8)
+    word = text.word_emb.clone().requires_grad_(True)
+    text = type(text)(text.sentence_emb, word, text.word_mask)
+    scale = torch.tensor(0.0, requires_grad=True)
+    loss = head.blockwise(text, video, scale, 2, 3).logsumexp(1).sum()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in head.named_parameters()}
+    word_grad = word.grad.clone()
+    head.zero_grad()
+    word.grad = None
+    head(text, video, scale).logsumexp(1).sum().backward()  # one block
+    for n, p in head.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(word.grad, word_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_identity_mixing_shortcut_is_exact():
+    head = make_head(6, 4, 8, mask_padding=False).float()
+    with torch.no_grad():
+        for p in (head.word_mat_weight, head.frame_mat_weight, head.frame_logit_weight):
+            p.copy_(torch.eye(p.shape[0]))  # skipped without grad
+    text, video = random_features(4, 5, 6, 4, 8)
+    scale = torch.tensor(1.0)
+    with torch.no_grad():
+        fast = head(text, video, scale)
+    torch.testing.assert_close(fast, head(text, video, scale).detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_compiled_blocks_on_cuda_equal_eager():
+    head = make_head(7, 4, 16, mask_padding=True, tau=0.05).float().cuda()
+    text, video = (x.to("cuda") for x in random_features(9, 11, 7, 4, 16))
+    scale = torch.tensor(math.log(20.0), device="cuda")
+    with torch.no_grad():
+        eager = head.blockwise(text, video, scale, 4, 4)
+        compiled = head.blockwise(text, video, scale, 4, 4, compile=True)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)

@@ -89,7 +89,7 @@ def _import_plugins() -> None:
         entry.load()
 
 
-TOOLS = {"convert": "xclip_pl.convert:convert", "search": "xclip_pl.search:search_cli"}
+TOOLS = {"convert": "xclip_pl.convert:convert", "search": "xclip_pl.search_cli:search"}
 
 
 def main(args: list[str] | None = None) -> None:

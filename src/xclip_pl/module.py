@@ -23,6 +23,7 @@ from .loss import contrastive_loss
 from .model import XCLIP, TextFeatures, VideoFeatures
 from .optim import build_optimizer, parameter_groups, warmup_cosine
 from .retrieval import RetrievalMetrics, TieRule
+from .testtime import TestTimeOption, rescored_metrics
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -76,6 +77,15 @@ class XCLIPRetrieval(pl.LightningModule):
         v2t_multi_caption: which multi-caption video-to-text convention is logged as ``v2t/*`` (the other
             one goes to ``v2t_standard/*`` or ``v2t_group_max/*``): ``standard`` (best caption among all
             captions) or ``group_max`` (the reference's, used by the paper's MSVD numbers).
+        test_time: test-time re-scorings evaluated beside the raw metrics and logged under their own names
+            (``test/dsl/t2v/R@1``): ``dsl`` (dual softmax; sees all test queries), ``qb_norm`` (QB-Norm with a
+            bank of training captions; t2v only), ``sinkhorn`` (doubly-stochastic normalisation). None: off.
+        test_time_temperature: temperature of DSL / QB-Norm / Sinkhorn, in logit units (logits carry the logit
+            scale, ~100, so 1.0 here is 0.01 on cosine similarities).
+        qb_norm_bank_size: number of training captions in the QB-Norm query bank.
+        qb_norm_k: QB-Norm: a video is normalised when it is in the top-k of some bank query.
+        qb_norm_beta: QB-Norm inverse temperature of the dynamic inverted softmax.
+        sinkhorn_iterations: Sinkhorn-Knopp iterations.
     """
 
     def __init__(
@@ -109,6 +119,12 @@ class XCLIPRetrieval(pl.LightningModule):
         no_decay: NoDecay = "bias_norm_embedding",
         gather_grad: GatherGrad = "sum",
         v2t_multi_caption: Literal["standard", "group_max"] = "standard",
+        test_time: list[TestTimeOption] | None = None,
+        test_time_temperature: float = 1.0,
+        qb_norm_bank_size: int = 5000,
+        qb_norm_k: int = 1,
+        qb_norm_beta: float = 20.0,
+        sinkhorn_iterations: int = 50,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -239,7 +255,34 @@ class XCLIPRetrieval(pl.LightningModule):
         self.log(f"{stage}/num_captions", float(len(text)))
         self.log(f"{stage}/num_videos", float(len(video)))
         self.log(f"{stage}/num_undecodable_videos", float((~video_ok).sum()))
+        if self.hparams.test_time:
+            self._log_test_time(stage, rows, caption_index[mine], caption_video, text, video, ~video_ok)
         return metrics
+
+    def _log_test_time(self, stage: str, rows: Tensor, row_index: Tensor, caption_video: Tensor,
+                       text: TextFeatures, video: VideoFeatures, missing: Tensor) -> None:
+        """Every rank assembles the full matrix and scores each test-time option (identical on all ranks)."""
+        hp = self.hparams
+        index = all_gather_uneven(row_index)
+        sim = all_gather_uneven(rows)[torch.argsort(index)]  # [captions, videos] in caption order
+        bank_sim = self._qb_norm_bank(video) if "qb_norm" in hp.test_time else None
+        for option in hp.test_time:
+            metrics = rescored_metrics(sim, caption_video, option, hp.ties, missing, temperature=hp.test_time_temperature,
+                                       bank_sim=bank_sim, qb_norm_k=hp.qb_norm_k, qb_norm_beta=hp.qb_norm_beta,
+                                       sinkhorn_iterations=hp.sinkhorn_iterations)
+            metrics = _name_v2t(metrics, hp.v2t_multi_caption)
+            self.log_dict({f"{stage}/{option}/{k}": v for k, v in metrics.items()}, sync_dist=False)
+            if stage == "test":
+                rank_zero_info(format_metric_table(metrics, title=f"test retrieval with {option} (test-time re-scoring)"))
+
+    @torch.no_grad()
+    def _qb_norm_bank(self, video: VideoFeatures) -> Tensor:
+        """Similarities [bank, videos] of training captions (the QB-Norm query bank) to the test videos."""
+        ids, mask = self.trainer.datamodule.caption_bank(self.hparams.qb_norm_bank_size)
+        step = self.trainer.datamodule.eval_batch_size
+        bank = TextFeatures.cat([self.model.encode_text(ids[i : i + step].to(self.device), mask[i : i + step].to(self.device))
+                                 for i in range(0, len(ids), step)])
+        return self.model.similarity(bank, video, self.hparams.eval_chunk_size)
 
     # --------------------------------------------------------------------------------------- prediction
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from .bad_videos import BadVideoLog
 from .dataset import ClipLoader, EvalCaptions, EvalVideos, TrainPairs
 from .records import VideoRecord, find_record_problems
-from .tokenizer import load_tokenizer, save_tokenizer, train_bpe_tokenizer
+from .tokenizer import load_tokenizer, save_tokenizer, tokenize, train_bpe_tokenizer
 
 Split = Literal["train", "val", "test"]
 STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
@@ -212,6 +212,17 @@ class VideoTextDataModule(pl.LightningDataModule):
         digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()[:16]
         base = Path(self.tokenizer_dir) if self.tokenizer_dir else default_cache_dir(self.root, "tokenizers")
         return base / f"bpe{self.tokenizer_vocab_size}-{digest}"
+
+    def caption_bank(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and masks [n, max_words] of up to ``size`` training captions, spread evenly over the
+        train split (the query bank of QB-Norm); the training videos are not needed."""
+        problems = self._load_splits(("train",), check_files=False)
+        if problems:
+            raise ValueError(self._problem_report(problems))
+        self._build_tokenizer()
+        captions = [c for record in self.records["train"] for c in record.captions]
+        chosen = captions[:: max(1, len(captions) // max(1, size))][:size]
+        return tokenize(self.tokenizer, chosen, self.max_words, self.pad_token_id)
 
     @property
     def predict_records(self) -> list[VideoRecord] | None:

@@ -11,17 +11,19 @@ How the engine computes it (same values as the formulas above, up to float round
 * ``sum_i (p W)_i s_i = sum_m p_m (W s)_m``: the mixing is a matmul on the *scores* (``W @ S`` along the
   reduced axis, one batched GEMM with the small W as the left operand) and the weights stay
   unnormalised, ``exp(s - max)``, divided by their sum once at the end.
-* ``1 / tau`` is folded into the text-side embeddings, and ``W_loc`` / ``W_g`` are applied once per
-  text rather than once per block (:meth:`MultiGrainedSimilarity.prepare_text`).
-* The frame-word matrix of a block is one GEMM ``((a w) d) @ (d b)`` per frame, laid out ``[f, a, w, b]``
-  so that both level-1 reductions (over ``w`` and over ``f``) run over a non-innermost axis with the
-  videos contiguous.
-* Without gradients the big temporaries are reused in place; with gradients the same maths runs
-  out of place (``torch.softmax``), so training gets exact gradients from the same module.
-* Half-precision features keep the GEMM outputs and mixed scores in their dtype; softmax maxima,
-  exponentials, their sums and every reduction are fp32.
+* ``W_loc`` and ``1 / tau`` are applied to the words and ``W_g`` to the sentences once per call, not
+  once per block as in the reference (:meth:`MultiGrainedSimilarity.prepare_text`).
+* The frame-word matrix of a block is one GEMM ``((a w) d) @ (d (f b))`` laid out ``[a, w, f, b]``, so
+  both level-1 reductions (over ``w`` and over ``f``) run over a non-innermost axis with the videos
+  contiguous, and every mix is one batched GEMM on a view.
+* Without gradients the unnormalised weights are computed and consumed in place and exact identity
+  mixing matrices are skipped; with gradients the same maths runs out of place (``torch.softmax``),
+  so training gets exact gradients from the same module.
+* Half-precision features keep the frame-word scores and their mixes in their dtype; softmax maxima,
+  exponentials, their sums and every reduction are fp32, and so are the returned logits.
 * :meth:`MultiGrainedSimilarity.blockwise` tiles texts x videos so that one block's temporaries stay
-  within a memory budget, on the features' device, writing into one preallocated [a, b] result.
+  within a memory budget, on the features' device, writing into one preallocated [a, b] result;
+  optionally through ``torch.compile`` on CUDA.
 """
 from __future__ import annotations
 
@@ -33,9 +35,10 @@ from torch import Tensor, nn
 
 from .features import TextFeatures, VideoFeatures
 
-#: Default frame-word elements per block when neither a chunk size nor a budget is given
-#: (about 384 MiB of temporaries for fp32 features, 256 MiB for bf16).
+#: Default frame-word elements per block on CUDA (about 384 MiB of temporaries for fp32 features,
+#: 256 MiB for bf16) and on CPU, where blocks that stay closer to the caches are faster.
 DEFAULT_BLOCK_ELEMENTS = 1 << 25
+DEFAULT_CPU_BLOCK_ELEMENTS = 1 << 20
 
 
 def attention_over_scores(scores: Tensor, mix: Tensor, temperature: float, mask: Tensor | None = None) -> Tensor:
@@ -142,14 +145,19 @@ class MultiGrainedSimilarity(nn.Module):
         """
         self.check_shapes(text, video)
         a, b = len(text), len(video)
+        if a == 0 or b == 0:
+            return text.word_emb.new_zeros(a, b, dtype=_acc_dtype(text.word_emb.dtype))
         ta, tb = max(1, min(block_texts, a)), max(1, min(block_videos, b))
         fast = not torch.is_grad_enabled()
         mix = self._mixing_matrices(text.word_emb.dtype, fast)
         prepared = self.prepare_text(text)
         tau = self.temperature
         if not fast:
-            cols = [torch.cat([_block_logits(prepared[i : i + ta], self.prepare_video(video[j : j + tb]), mix, logit_scale, tau, False)
-                               for i in range(0, a, ta)], 0) for j in range(0, b, tb)]
+            cols = []
+            for j in range(0, b, tb):
+                video_block = self.prepare_video(video[j : j + tb])
+                cols.append(torch.cat([_block_logits(prepared[i : i + ta], video_block, mix, logit_scale, tau, False)
+                                       for i in range(0, a, ta)], 0))
             return torch.cat(cols, 1)
         block_fn, padded = _block_logits, False
         if compile and text.word_emb.is_cuda:
@@ -166,7 +174,7 @@ class MultiGrainedSimilarity(nn.Module):
     def bytes_per_element(self, dtype: torch.dtype) -> int:
         """Peak bytes of a no-grad block's temporaries per frame-word element: the scores and the mixed
         scores in the features' dtype plus the fp32 exponentials (plus two masked copies with masks)."""
-        size = torch.empty((), dtype=dtype).element_size()
+        size = dtype.itemsize
         return 2 * size + max(4, size) + (2 * size if self.mask_padding else 0)
 
     # ------------------------------------------------------------------------------------ internals
@@ -179,7 +187,7 @@ class MultiGrainedSimilarity(nn.Module):
             sentence,
             (sentence.to(acc) @ self.global_mat_weight.to(acc)).to(dtype),
             word,
-            ((word.to(acc) @ self.local_mat_weight.to(acc)) * (1.0 / self.temperature)).to(dtype),
+            (word.to(acc) @ (self.local_mat_weight.to(acc) * (1.0 / self.temperature))).to(dtype),
             text.word_mask.bool() if self.mask_padding else None,
         )
 
@@ -202,13 +210,15 @@ class MultiGrainedSimilarity(nn.Module):
         mats = (self.word_logit_weight, self.frame_logit_weight, self.word_mat_weight, self.frame_mat_weight,
                 self.frame_mat_weight2, self.word_mat_weight2)
         dtypes = (acc, acc, dtype, dtype, acc, acc)
+        if fast:  # detached: matmul with a tensor that requires grad takes a slower path, even under no_grad
+            mats = tuple(m.detach() for m in mats)
         return tuple(None if fast and _is_identity(m) else m.to(dt) for m, dt in zip(mats, dtypes))
 
 
 # ---------------------------------------------------------------------------------------- block maths
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype: fp32 for half types, the dtype itself for fp32 / fp64."""
-    return torch.promote_types(dtype, torch.float32)
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _upcast(t: Tensor) -> Tensor:
@@ -239,11 +249,9 @@ def _aosm(scores: Tensor, mat: Tensor | None, dim: int, keep: Tensor | None, fas
         mixed, logits = _mix(mat, scores, dim), scores
     if not fast:  # differentiable: plain softmax, out of place
         return (torch.softmax(_upcast(logits), dim) * _upcast(mixed)).sum(dim)
-    peak = _upcast(logits.amax(dim, keepdim=True))
-    weights = torch.sub(logits, peak).exp_()  # >= fp32 (peak is), unnormalised softmax
+    weights = torch.softmax(logits, dim, dtype=_acc_dtype(logits.dtype))
     del logits
-    total = weights.sum(dim)
-    return weights.mul_(mixed).sum(dim).div_(total)
+    return weights.mul_(mixed).sum(dim)
 
 
 def _frame_word(word_local: Tensor, frame: Tensor, frames: int, word_mask: Tensor | None, frame_mask: Tensor | None,
@@ -284,9 +292,17 @@ _COMPILED = None
 
 
 def _compiled_block_logits():
-    """``torch.compile`` of the no-grad block function (created once per process)."""
+    """``torch.compile`` of the no-grad block function (created once per process). Each block shape,
+    dtype and mask setting is its own static graph; dynamo's per-function recompile limit (8 by
+    default, beyond which it silently runs eager) is raised to 64 so that several evaluation sizes in
+    one process stay compiled."""
     global _COMPILED
     if _COMPILED is None:
+        import torch._dynamo.config as dynamo_config
+
+        for name in ("recompile_limit", "cache_size_limit"):
+            if getattr(dynamo_config, name, 64) < 64:
+                setattr(dynamo_config, name, 64)
         _COMPILED = torch.compile(_block_logits, dynamic=False)
     return _COMPILED
 
@@ -304,12 +320,13 @@ def _pad_text(text: PreparedText, n: int) -> PreparedText:
 def block_sizes(a: int, b: int, words: int, frames: int, max_elements: int) -> tuple[int, int]:
     """Texts and videos per block so that a block holds at most ``max_elements`` frame-word elements
     (``texts * videos * words * frames``), shaped so that the frame-word GEMM is square-ish
-    (``texts * words ~ videos * frames``), which maximises its arithmetic intensity."""
-    per_pair = words * frames
-    pairs = max(1, max_elements // per_pair)
-    side = math.sqrt(max_elements)
-    ta = max(1, min(a, round(side / words)))
+    (``texts * words ~ videos * frames``: the most work per byte read) with the videos per block, the
+    contiguous axis of every reduction, a multiple of 16 where possible."""
+    pairs = max(1, max_elements // (words * frames))
+    ta = max(1, min(a, round(math.sqrt(max_elements) / words)))
     tb = max(1, min(b, pairs // ta))
+    if tb < b and tb >= 32:
+        tb -= tb % 16
     if tb == b:  # every video fits: spend the rest of the budget on texts
         ta = max(1, min(a, pairs // b))
     return ta, tb

@@ -15,7 +15,7 @@ from transformers import CLIPConfig, CLIPModel
 from .encoders import CLIPTowers
 from .features import TextFeatures, VideoFeatures
 from .presets import build_clip
-from .similarity import MultiGrainedSimilarity, block_sizes
+from .similarity import DEFAULT_CPU_BLOCK_ELEMENTS, MultiGrainedSimilarity, block_sizes
 from .temporal import TemporalTransformer, l2_normalize, masked_mean
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 25  # elements of one [a, b, w, f] frame-word block (128 MiB in fp32)
@@ -125,11 +125,13 @@ class XCLIP(nn.Module):
         The texts x videos matrix is computed in blocks that bound peak memory: ``chunk_size`` texts and
         ``chunk_size`` videos per block, or else blocks whose temporaries fit ``memory_budget_mb`` MiB
         (without gradients; see ``MultiGrainedSimilarity.bytes_per_element``), or else blocks of about
-        ``DEFAULT_CHUNK_ELEMENTS`` frame-word elements. Any block size gives the same values up to float
-        rounding. ``compile`` runs the block function through ``torch.compile`` (CUDA, no grad only).
+        ``DEFAULT_CHUNK_ELEMENTS`` frame-word elements on CUDA (2^25: ~384 MiB for fp32 features) and
+        ``DEFAULT_CPU_BLOCK_ELEMENTS`` (2^20) elsewhere. Any block size gives the same values up to
+        float rounding. ``compile`` runs the block function through ``torch.compile`` (CUDA, no grad).
         """
-        ta, tb = _block_sizes(len(text), len(video), self.max_words, self.max_frames, chunk_size,
-                              memory_budget_mb, self.similarity_head.bytes_per_element(text.word_emb.dtype))
+        default = DEFAULT_CHUNK_ELEMENTS if text.word_emb.is_cuda else DEFAULT_CPU_BLOCK_ELEMENTS
+        ta, tb = _block_sizes(len(text), len(video), self.max_words, self.max_frames, chunk_size, memory_budget_mb,
+                              self.similarity_head.bytes_per_element(text.word_emb.dtype), default)
         return self.similarity_head.blockwise(text, video, self.logit_scale, ta, tb, compile=compile)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, pixel_values: Tensor, frame_mask: Tensor) -> Tensor:
@@ -145,9 +147,9 @@ class XCLIP(nn.Module):
 
 
 def _block_sizes(a: int, b: int, words: int, frames: int, chunk_size: int | None, memory_budget_mb: float | None,
-                 bytes_per_element: int) -> tuple[int, int]:
+                 bytes_per_element: int, default_elements: int) -> tuple[int, int]:
     """Texts and videos per block: ``chunk_size`` each; or the largest square-ish GEMM block whose
-    frame-word temporaries fit ``memory_budget_mb``; or blocks of ``DEFAULT_CHUNK_ELEMENTS`` elements."""
+    frame-word temporaries fit ``memory_budget_mb``; or blocks of ``default_elements`` elements."""
     if chunk_size is not None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -157,5 +159,5 @@ def _block_sizes(a: int, b: int, words: int, frames: int, chunk_size: int | None
             raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
         max_elements = int(memory_budget_mb * 2**20) // bytes_per_element
     else:
-        max_elements = DEFAULT_CHUNK_ELEMENTS
+        max_elements = default_elements
     return block_sizes(a, b, words, frames, max_elements)
