@@ -14,7 +14,7 @@ def test_dsl_qbnorm_sinkhorn_are_logged_separately(tmp_path):
                                      image_size=32, batch_size=4, eval_batch_size=4, num_workers=0)
     datamodule.prepare_data()
     module = XCLIPRetrieval(clip="tiny", max_words=16, max_frames=3, temporal_layers=1,
-                            test_time=["dsl", "qb_norm", "sinkhorn"], qb_norm_bank_size=20)
+                            test_time=["dsl", "qb_norm", "sinkhorn"], qb_norm_bank_size=20, eval_dtype="bf16")
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path))
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

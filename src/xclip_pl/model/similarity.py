@@ -35,9 +35,10 @@ from torch import Tensor, nn
 
 from .features import TextFeatures, VideoFeatures
 
-#: Default frame-word elements per block on CUDA (about 384 MiB of temporaries for fp32 features,
-#: 256 MiB for bf16) and on CPU, where blocks that stay closer to the caches are faster.
-DEFAULT_BLOCK_ELEMENTS = 1 << 25
+#: Default frame-word elements per block on CUDA (about 3 GiB of temporaries for fp32 features, 2 GiB
+#: for bf16: large blocks keep the GPU from being launch-bound, benchmarks/RESULTS.md) and on CPU,
+#: where blocks that stay closer to the caches are faster.
+DEFAULT_BLOCK_ELEMENTS = 1 << 28
 DEFAULT_CPU_BLOCK_ELEMENTS = 1 << 20
 
 

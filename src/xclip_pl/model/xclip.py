@@ -15,10 +15,9 @@ from transformers import CLIPConfig, CLIPModel
 from .encoders import CLIPTowers
 from .features import TextFeatures, VideoFeatures
 from .presets import build_clip
-from .similarity import DEFAULT_CPU_BLOCK_ELEMENTS, MultiGrainedSimilarity, block_sizes
+from .similarity import DEFAULT_BLOCK_ELEMENTS, DEFAULT_CPU_BLOCK_ELEMENTS, MultiGrainedSimilarity, block_sizes
 from .temporal import TemporalTransformer, l2_normalize, masked_mean
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 25  # elements of one [a, b, w, f] frame-word block (128 MiB in fp32)
 
 
 class XCLIP(nn.Module):
@@ -125,11 +124,11 @@ class XCLIP(nn.Module):
         The texts x videos matrix is computed in blocks that bound peak memory: ``chunk_size`` texts and
         ``chunk_size`` videos per block, or else blocks whose temporaries fit ``memory_budget_mb`` MiB
         (without gradients; see ``MultiGrainedSimilarity.bytes_per_element``), or else blocks of about
-        ``DEFAULT_CHUNK_ELEMENTS`` frame-word elements on CUDA (2^25: ~384 MiB for fp32 features) and
+        ``DEFAULT_BLOCK_ELEMENTS`` frame-word elements on CUDA (2^28: ~2 GiB for bf16 features) and
         ``DEFAULT_CPU_BLOCK_ELEMENTS`` (2^20) elsewhere. Any block size gives the same values up to
         float rounding. ``compile`` runs the block function through ``torch.compile`` (CUDA, no grad).
         """
-        default = DEFAULT_CHUNK_ELEMENTS if text.word_emb.is_cuda else DEFAULT_CPU_BLOCK_ELEMENTS
+        default = DEFAULT_BLOCK_ELEMENTS if text.word_emb.is_cuda else DEFAULT_CPU_BLOCK_ELEMENTS
         ta, tb = _block_sizes(len(text), len(video), self.max_words, self.max_frames, chunk_size, memory_budget_mb,
                               self.similarity_head.bytes_per_element(text.word_emb.dtype), default)
         return self.similarity_head.blockwise(text, video, self.logit_scale, ta, tb, compile=compile)
