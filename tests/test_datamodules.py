@@ -341,7 +341,7 @@ def test_folder_jsonl_without_split_holds_out_val(folder_root, tmp_path):
     path = tmp_path / "ann.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     dm = make_dm(FolderDataModule, folder_root, tmp_path, annotations=str(path), video_dir="clips", val_fraction=0.25)
-    data = setup_all(dm)
+    setup_all(dm)
     assert len(dm.records["train"]) == 3 and ids(dm, "val") == ids(dm, "test") and len(dm.records["val"]) == 1
     assert sorted(ids(dm, "train") + ids(dm, "val")) == ["a.mp4", "b.mp4", "c.avi", "d.mp4"]
     path.write_text("\n".join(json.dumps(r) for r in reversed(rows)))  # same holdout whatever the row order

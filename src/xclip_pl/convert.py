@@ -13,7 +13,6 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from .model.official import read_state_dict
 from .module import XCLIPRetrieval
 
 
@@ -60,5 +59,3 @@ def _copy_tokenizer(source: Path, clip_dir: Path) -> None:
     for path in found:
         shutil.copy2(path, clip_dir / path.name)
 
-
-__all__ = ["convert", "read_state_dict"]

@@ -4,7 +4,6 @@ Axes: ``a`` texts, ``b`` videos, ``w`` words, ``f`` frames, ``d`` embedding dim.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal
 
