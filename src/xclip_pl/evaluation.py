@@ -44,26 +44,16 @@ class EvalBuffer:
         decoded. Video positions equal ``video_index`` because every video 0..V-1 is present exactly once."""
         if not self.videos or not self.texts:
             raise RuntimeError("evaluation needs both loaders: [videos, captions]")
-        video, video_index = _gather_unique(VideoFeatures.cat(self.videos), torch.cat(self.video_index), gather)
-        text, text_index = _gather_unique(TextFeatures.cat(self.texts), torch.cat(self.text_index), gather)
-        caption_video, _ = _unique_by_index(gather(torch.cat(self.caption_video)), gather(torch.cat(self.text_index)))
-        video_ok, _ = _unique_by_index(gather(torch.cat(self.video_ok)), gather(torch.cat(self.video_index)))
+        video_order, video_index = _first_occurrence(gather(torch.cat(self.video_index)))
+        text_order, text_index = _first_occurrence(gather(torch.cat(self.text_index)))
+        video = VideoFeatures(*(gather(t)[video_order] for t in vars(VideoFeatures.cat(self.videos)).values()))
+        text = TextFeatures(*(gather(t)[text_order] for t in vars(TextFeatures.cat(self.texts)).values()))
+        video_ok = gather(torch.cat(self.video_ok))[video_order]
+        caption_video = gather(torch.cat(self.caption_video))[text_order]
         expected = torch.arange(len(video), device=video_index.device)
         if not torch.equal(video_index, expected):
             raise RuntimeError("evaluation video indices are not 0..V-1: the video loader must cover every video once")
         return text, text_index, caption_video, video, video_ok
-
-
-def _gather_unique(feats, index: Tensor, gather):
-    fields = {name: gather(t) for name, t in vars(feats).items()}
-    index = gather(index)
-    order, unique_index = _first_occurrence(index)
-    return type(feats)(**{name: t[order] for name, t in fields.items()}), unique_index
-
-
-def _unique_by_index(values: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-    order, unique_index = _first_occurrence(index)
-    return values[order], unique_index
 
 
 def _first_occurrence(index: Tensor) -> tuple[Tensor, Tensor]:

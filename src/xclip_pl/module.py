@@ -160,6 +160,13 @@ class XCLIPRetrieval(pl.LightningModule):
     def vocab_size(self) -> int:
         return self.model.towers.clip.config.text_config.vocab_size
 
+    def setup(self, stage: str) -> None:
+        """Once per stage (the datamodule is set up first): its tokenizer must fit the text tower."""
+        tokens = getattr(self.trainer.datamodule, "vocab_size", None) if self._trainer is not None else None
+        if tokens is not None and tokens > self.vocab_size:
+            raise ValueError(f"the tokenizer has {tokens} ids but the text tower's vocabulary has {self.vocab_size}: "
+                             "the tokenizer does not belong to this CLIP (check data.tokenizer / model.clip)")
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint trained with other ``max_words``/``max_frames`` is a clear error, not a size mismatch."""
         state = checkpoint.get("state_dict", {})
@@ -184,11 +191,7 @@ class XCLIPRetrieval(pl.LightningModule):
         return self.model.encode_video(self.normalize_frames(batch["frames"], batch["frame_mask"]), batch["frame_mask"])
 
     def encode_text_batch(self, batch: dict) -> TextFeatures:
-        ids = batch["input_ids"]
-        if int(ids.max()) >= self.vocab_size:
-            raise ValueError(f"token id {int(ids.max())} >= the text tower's vocabulary ({self.vocab_size}): "
-                             "the tokenizer does not belong to this CLIP (check data.tokenizer / model.clip)")
-        return self.model.encode_text(ids, batch["attention_mask"])
+        return self.model.encode_text(batch["input_ids"], batch["attention_mask"])
 
     # ----------------------------------------------------------------------------------------- training
     def on_fit_start(self) -> None:
