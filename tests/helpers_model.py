@@ -46,3 +46,23 @@ def random_features(a: int, b: int, words: int, frames: int, dim: int, masks: bo
     text = TextFeatures(norm(torch.randn(a, dim), dim=-1), norm(torch.randn(a, words, dim), dim=-1), word_mask)
     video = VideoFeatures(norm(torch.randn(b, dim), dim=-1), norm(torch.randn(b, frames, dim), dim=-1), frame_mask)
     return text, video
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for 2-process gloo tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seeded_case(words: int, frames: int, global_batch: int) -> tuple[XCLIP, tuple[torch.Tensor, ...]]:
+    """The same tiny model and global batch in every process: (model, (ids, mask, pixels, frame_mask))."""
+    torch.manual_seed(0)
+    model = XCLIP("tiny", max_words=words, max_frames=frames)
+    randomize_matrices(model, 0.05)
+    torch.manual_seed(1)
+    ids, mask = random_ids(global_batch, words, lengths=[4, 8, 6])
+    pixels, frame_mask = random_video(global_batch, frames, valid=[3, 1, 2])
+    return model, (ids, mask, pixels, frame_mask)

@@ -1,7 +1,6 @@
 """The reference recipe pieces: freezing, pure fp16 towers, BertAdam, schedule, parameter groups, local-slice gather."""
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel
 
-from helpers_model import random_ids, random_video, randomize_matrices
+from helpers_model import free_port, random_ids, random_video, seeded_case
 from xclip_pl import XCLIP
 from xclip_pl.distributed import gather_features
 from xclip_pl.fidelity import (
@@ -233,20 +232,8 @@ def test_reference_groups_decay_layer_norms_and_logit_scale():
 WORDS, FRAMES, BATCH = 8, 3, 2  # per-rank batch; global batch 2 x 2
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _build():
-    torch.manual_seed(0)
-    model = XCLIP("tiny", max_words=WORDS, max_frames=FRAMES)
-    randomize_matrices(model, 0.05)
-    torch.manual_seed(1)
-    ids, mask = random_ids(2 * BATCH, WORDS, lengths=[4, 8, 6])
-    pixels, frame_mask = random_video(2 * BATCH, FRAMES, valid=[3, 1, 2])
-    return model, (ids, mask, pixels, frame_mask)
+    return seeded_case(WORDS, FRAMES, 2 * BATCH)
 
 
 def _averaged_grads(model, batch, rank, gather):

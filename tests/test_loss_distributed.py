@@ -1,6 +1,5 @@
 """Symmetric InfoNCE, and a 2-process gloo run equal to one process on the same global batch."""
 import os
-import socket
 
 import pytest
 import torch
@@ -8,8 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from helpers_model import random_ids, random_video, randomize_matrices
-from xclip_pl import XCLIP
+from helpers_model import free_port, seeded_case
 from xclip_pl.distributed import gather_features
 from xclip_pl.loss import contrastive_loss, symmetric_infonce
 
@@ -25,13 +23,7 @@ def test_symmetric_infonce_by_hand():
 
 
 def build():
-    torch.manual_seed(0)
-    model = XCLIP("tiny", max_words=WORDS, max_frames=FRAMES)
-    randomize_matrices(model, 0.05)
-    torch.manual_seed(1)
-    ids, mask = random_ids(2 * BATCH, WORDS, lengths=[4, 8, 6])
-    pixels, frame_mask = random_video(2 * BATCH, FRAMES, valid=[3, 1, 2])
-    return model, (ids, mask, pixels, frame_mask)
+    return seeded_case(WORDS, FRAMES, 2 * BATCH)
 
 
 def step(model, batch, rank, world, local_loss):
@@ -57,12 +49,6 @@ def worker(rank, port, out_path, local_loss):
     if rank == 0:
         torch.save({"loss": loss / 2, "grads": grads}, out_path)
     dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("local_loss", [True, False])
