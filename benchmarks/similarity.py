@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from xclip_pl.model.features import TextFeatures, VideoFeatures
-from xclip_pl.model.similarity import DEFAULT_BLOCK_ELEMENTS, DEFAULT_CPU_BLOCK_ELEMENTS, MultiGrainedSimilarity, block_sizes
+from xclip_pl.model.similarity import (DEFAULT_BLOCK_ELEMENTS, DEFAULT_CPU_BLOCK_ELEMENTS, DEFAULT_FUSED_BLOCK_ELEMENTS,
+                                      MultiGrainedSimilarity, block_sizes)
 from xclip_pl.model.temporal import TemporalTransformer, l2_normalize, masked_mean
 
 DIM = 512
@@ -194,8 +195,11 @@ def measure(job: dict) -> dict:
         if job.get("chunk"):
             ta = tb = job["chunk"]
         else:
-            default = DEFAULT_BLOCK_ELEMENTS if device == "cuda" else DEFAULT_CPU_BLOCK_ELEMENTS  # as XCLIP.similarity
-            max_elements = default if budget is None else int(budget * 2**20) // head.bytes_per_element(dtype)
+            with torch.no_grad():
+                fused = head.uses_fused_kernel(text.word_emb, job["kernel"])
+            default = DEFAULT_BLOCK_ELEMENTS if device == "cuda" else (  # as XCLIP.similarity
+                DEFAULT_FUSED_BLOCK_ELEMENTS if fused else DEFAULT_CPU_BLOCK_ELEMENTS)
+            max_elements = default if budget is None else int(budget * 2**20) // head.bytes_per_element(dtype, fused)
             ta, tb = block_sizes(case.texts, case.videos, case.words, case.frames, max_elements)
 
         def run():
@@ -203,7 +207,7 @@ def measure(job: dict) -> dict:
             if temporal is not None:  # ours: the temporal encoder once per video, as encode_video does
                 vid, frame = encode_videos(temporal, video.frame_emb.float(), video.frame_mask)
                 videos = VideoFeatures(vid.to(dtype), frame.to(dtype), video.frame_mask)
-            return head.blockwise(text, videos, scale, ta, tb, compile=job["compile"])
+            return head.blockwise(text, videos, scale, ta, tb, compile=job["compile"], kernel=job["kernel"])
 
         blocks = f"{ta}x{tb}"
     else:
@@ -213,7 +217,7 @@ def measure(job: dict) -> dict:
     with torch.no_grad():
         # load the kernels (their code pages count in the RSS) before the memory baseline is taken
         if job["kind"] == "engine":
-            head.blockwise(text[:2], video[:2], scale, 1, 1)
+            head.blockwise(text[:2], video[:2], scale, 1, 1, kernel=job["kernel"])
         reference_loop(head, text[:80], video[:80], rows=1, cols=1, temporal=temporal)
         for _ in range(job.get("warmup", 0)):  # the reference warms up on its first tile only
             run() if job["kind"] == "engine" else reference_loop(head, text, video, rows=1, cols=1, temporal=temporal)
@@ -238,7 +242,7 @@ def measure(job: dict) -> dict:
         if job["kind"] == "engine" and job.get("floor", True):  # the frame-word GEMMs alone, same blocks
             floor = statistics.median(_gemm_floor(head, text, video, ta, tb, device) for _ in range(job["runs"]))
     return {"times": times, "peak_mib": max(0.0, peak), "total_peak_mib": total_peak, "blocks": blocks, "check": check,
-            "floor": floor}
+            "floor": floor, "fused": job["kind"] == "engine" and fused}
 
 
 def _gemm_floor(head: MultiGrainedSimilarity, text: TextFeatures, video: VideoFeatures, ta: int, tb: int, device: str) -> float:
@@ -280,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default=None, help="comma-separated TEXTSxVIDEOS@FRAMES/WORDS (default: per device)")
     parser.add_argument("--dtypes", default=None, help="comma-separated fp32,bf16,fp16 (default: fp32,bf16 on CPU; bf16,fp32 on CUDA)")
     parser.add_argument("--compile", default=None, choices=["off", "on", "both"], help="torch.compile of the block function (CUDA only; default both on CUDA)")
+    parser.add_argument("--kernel", default="auto", help="comma-separated AOSM implementations: auto, torch, fused "
+                        "(XCLIP.similarity's kernel argument; default auto = the fused C++ kernel on CPU)")
     parser.add_argument("--memory-budget-mb", default=None, help="comma-separated block budgets in MiB (default: XCLIP.similarity's, 2^25 frame-word elements per block on CUDA, 2^20 on CPU)")
     parser.add_argument("--chunk-size", type=int, default=None, help="texts and videos per block (overrides the budget)")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per engine configuration (default: 3 CPU, 5 CUDA)")
@@ -290,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="end-to-end eval similarity: the reference re-runs the temporal encoder per tile, ours once per video (both timed)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--cpu-large", action="store_true", help="only 4917x4917 @ 64/64 fp32 on CPU, one run, bounded memory")
+    parser.add_argument("--cpu-large-dtype", default="fp32", choices=sorted(DTYPES), help="dtype for --cpu-large")
     parser.add_argument("--cpu-large-budget-mb", type=float, default=None, help="block budget for --cpu-large (default: the CPU default blocks)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -307,14 +314,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.cpu_large:
         case = Case(4917, 4917, 64, 64)
-        job = {"kind": "engine", "device": "cpu", "case": asdict(case), "dtype": "fp32", "compile": False,
+        job = {"kind": "engine", "device": "cpu", "case": asdict(case), "dtype": args.cpu_large_dtype, "compile": False,
+               "kernel": args.kernel.split(",")[0],
                "budget_mb": args.cpu_large_budget_mb, "runs": 1, "check": True, "floor": False}
         r = run_job(job)
         print(f"\n{time.strftime('%Y-%m-%d')}, CPU: {torch.get_num_threads()} threads, torch {torch.__version__}\n")
-        print("| case | dtype | blocks (texts x videos) | budget | time (1 run) | peak RSS (process) | peak above inputs | max abs diff vs reference (2 tiles) |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| case | dtype | AOSM | blocks (texts x videos) | budget | time (1 run) | peak RSS (process) | peak above inputs | max abs diff vs reference (2 tiles) |")
+        print("|---|---|---|---|---|---|---|---|---|")
         budget = "default" if args.cpu_large_budget_mb is None else f"{args.cpu_large_budget_mb:.0f} MiB"
-        print(f"| {case} | fp32 | {r['blocks']} | {budget} | {_fmt_time(r['times'][0])} | "
+        print(f"| {case} | {args.cpu_large_dtype} | {'fused' if r['fused'] else 'torch'} | {r['blocks']} | {budget} | {_fmt_time(r['times'][0])} | "
               f"{_fmt_mem(r['total_peak_mib'])} | {_fmt_mem(r['peak_mib'])} | {r['check']:.2e} |")
         return
 
@@ -349,14 +357,16 @@ def main(argv: list[str] | None = None) -> None:
             label = _fmt_time(t) + ("" if rows == 40 else f" (extrapolated from {rows}/40 rows)")
             base = (t, label, r["peak_mib"])
         for dtype in dtypes:
-            for compile_ in compile_modes:
+            for compile_, kernel in [(c, k) for c in compile_modes for k in args.kernel.split(",")]:
                 for budget in budgets:
                     job = {"kind": "engine", "device": args.device, "case": asdict(case), "dtype": dtype, "compile": compile_,
+                           "kernel": kernel,
                            "budget_mb": budget, "chunk": args.chunk_size, "runs": runs, "warmup": (2 if compile_ else 1) if gpu else 0,
                            "temporal": args.reference_temporal}
                     r = run_job(job)
                     t = statistics.median(r["times"])
-                    engine = ("compiled" if compile_ else "eager") + ("" if budget is None else f", {budget:.0f} MiB budget")
+                    engine = ("fused kernel" if r["fused"] else "compiled" if compile_ else "eager") + (
+                        "" if budget is None else f", {budget:.0f} MiB budget")
                     if args.chunk_size:
                         engine += f", chunk {args.chunk_size}"
                     ref_time, ref_label, ref_peak = base if base else (None, "-", None)

@@ -21,6 +21,7 @@ from .fidelity import (BertAdam, ClipDtype, GatherGrad, LrSchedule, NoDecay, Opt
 from .evaluation import EvalBuffer, format_metric_table
 from .loss import contrastive_loss
 from .model import XCLIP, TextFeatures, VideoFeatures
+from .model.similarity import Kernel
 from .optim import build_optimizer, parameter_groups, warmup_cosine
 from .retrieval import RetrievalMetrics, TieRule
 from .testtime import TestTimeOption, rescored_metrics
@@ -60,6 +61,9 @@ class XCLIPRetrieval(pl.LightningModule):
         eval_dtype: dtype of the features in the evaluation similarity (``bf16``/``fp16`` halve memory and
             time on GPUs; softmax statistics and sums stay fp32).
         eval_compile: run the evaluation similarity blocks through ``torch.compile`` (CUDA only).
+        eval_kernel: AOSM implementation at evaluation: ``auto`` = the fused C++ kernel on CPU (built on
+            first use, ~20 s once per machine; falls back to torch ops with a warning if it cannot be
+            built), ``torch`` = tensor ops everywhere, ``fused`` = the CPU kernel or an error. Same values.
         ties: how a ground-truth score tied with others is ranked (``pessimistic``, ``optimistic``, ``mean``).
         encode_padded_frames: run CLIP on padded frame slots as mean-colour images (reference: true);
             false skips them (zero features; meant for ``mask_padding: true``).
@@ -115,6 +119,7 @@ class XCLIPRetrieval(pl.LightningModule):
         eval_chunk_size: int | None = None,
         eval_dtype: Literal["fp32", "bf16", "fp16"] = "fp32",
         eval_compile: bool = False,
+        eval_kernel: Kernel = "auto",
         ties: TieRule = "pessimistic",
         encode_padded_frames: bool = True,
         clip_dtype: ClipDtype = "fp32",
@@ -256,7 +261,7 @@ class XCLIPRetrieval(pl.LightningModule):
         text, video = text.to(dtype), video.to(dtype)
         with torch.no_grad():
             rows = self.model.similarity(text[mine], video, self.hparams.eval_chunk_size,
-                                         compile=self.hparams.eval_compile).float()
+                                         compile=self.hparams.eval_compile, kernel=self.hparams.eval_kernel).float()
         self.metrics.update(rows, caption_index[mine], caption_video[mine])
         self.metrics.missing_videos = ~video_ok
         metrics = _name_v2t(self.metrics.compute(), self.hparams.v2t_multi_caption)
@@ -293,7 +298,8 @@ class XCLIPRetrieval(pl.LightningModule):
         step = self.trainer.datamodule.eval_batch_size
         bank = TextFeatures.cat([self.model.encode_text(ids[i : i + step].to(self.device), mask[i : i + step].to(self.device))
                                  for i in range(0, len(ids), step)])
-        return self.model.similarity(bank.to(video.video_emb.dtype), video, self.hparams.eval_chunk_size).float()
+        return self.model.similarity(bank.to(video.video_emb.dtype), video, self.hparams.eval_chunk_size,
+                                     kernel=self.hparams.eval_kernel).float()
 
     # --------------------------------------------------------------------------------------- prediction
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:

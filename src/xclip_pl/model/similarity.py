@@ -11,8 +11,9 @@ How the engine computes it (same values as the formulas above, up to float round
 * ``sum_i (p W)_i s_i = sum_m p_m (W s)_m``: the mixing is a matmul on the *scores* (``W @ S`` along the
   reduced axis, one batched GEMM with the small W as the left operand) and the weights stay
   unnormalised, ``exp(s - max)``, divided by their sum once at the end.
-* ``W_loc`` and ``1 / tau`` are applied to the words and ``W_g`` to the sentences once per call, not
-  once per block as in the reference (:meth:`MultiGrainedSimilarity.prepare_text`).
+* ``W_g`` is applied to the sentences and ``W_loc / tau`` to the words, or to the frames when they
+  have fewer rows (``w W_loc f^T = w (f W_loc^T)^T``), once per call, not once per block as in the
+  reference (:meth:`MultiGrainedSimilarity.prepare_text` / ``prepare_video``), in at least fp32.
 * The frame-word matrix of a block is one GEMM ``((a w) d) @ (d (f b))`` laid out ``[a, w, f, b]``, so
   both level-1 reductions (over ``w`` and over ``f``) run over a non-innermost axis with the videos
   contiguous, and every mix is one batched GEMM on a view.
@@ -24,22 +25,30 @@ How the engine computes it (same values as the formulas above, up to float round
 * :meth:`MultiGrainedSimilarity.blockwise` tiles texts x videos so that one block's temporaries stay
   within a memory budget, on the features' device, writing into one preallocated [a, b] result;
   optionally through ``torch.compile`` on CUDA.
+* On CPU without gradients the AOSM reductions of a block run in one fused C++ kernel
+  (``kernels/aosm_cpu.cpp``, built on first use): it reads the frame-word scores once, 16 videos at a
+  time, and computes both level-1 and both level-2 reductions in registers (``kernel="auto"``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from .features import TextFeatures, VideoFeatures
 
+Kernel = Literal["auto", "torch", "fused"]
+
 #: Default frame-word elements per block on CUDA (about 3 GiB of temporaries for fp32 features, 2 GiB
 #: for bf16: large blocks keep the GPU from being launch-bound, benchmarks/RESULTS.md) and on CPU,
 #: where blocks that stay closer to the caches are faster.
 DEFAULT_BLOCK_ELEMENTS = 1 << 28
 DEFAULT_CPU_BLOCK_ELEMENTS = 1 << 20
+#: Default block on CPU with the fused kernel, which reads each block's scores once (16 MiB for bf16).
+DEFAULT_FUSED_BLOCK_ELEMENTS = 1 << 23
 
 
 def attention_over_scores(scores: Tensor, mix: Tensor, temperature: float, mask: Tensor | None = None) -> Tensor:
@@ -61,7 +70,7 @@ class PreparedText:
     sentence: Tensor  # [a, d] t
     sentence_global: Tensor  # [a, d] t W_g
     word: Tensor  # [a, w, d] w
-    word_local: Tensor  # [a, w, d] w W_loc / tau
+    word_local: Tensor  # [a, w, d] w W_loc / tau, or w when the videos carry W_loc (frame_local)
     word_mask: Tensor | None  # [a, w] bool, None when masks are off
 
     def __len__(self) -> int:
@@ -79,6 +88,7 @@ class PreparedVideo:
     video: Tensor  # [b, d]
     frame: Tensor  # [(f b), d] contiguous, frame k of video j at row k * b + j
     frame_mask: Tensor | None  # [f, b] bool, None when masks are off
+    frame_local: Tensor  # [(f b), d] frame W_loc^T / tau when the videos carry W_loc, else ``frame``
 
     def __len__(self) -> int:
         return self.video.shape[0]
@@ -132,7 +142,7 @@ class MultiGrainedSimilarity(nn.Module):
         return self.blockwise(text, video, logit_scale, len(text), len(video))
 
     def blockwise(self, text: TextFeatures, video: VideoFeatures, logit_scale: Tensor, block_texts: int,
-                  block_videos: int, compile: bool = False) -> Tensor:
+                  block_videos: int, compile: bool = False, kernel: Kernel = "auto") -> Tensor:
         """Logits [a, b] computed in blocks of ``block_texts`` x ``block_videos`` pairs.
 
         Every block sees the same prepared inputs, so any block size gives the one-block values up to
@@ -142,7 +152,10 @@ class MultiGrainedSimilarity(nn.Module):
         gradients the blocks are concatenated (autograd keeps every block's activations then, so tiling
         bounds evaluation memory only). ``compile`` runs the block function through ``torch.compile``
         (CUDA and no grad only; ignored otherwise); partial blocks are then zero-padded to the full
-        block shape so that one compiled graph serves every block.
+        block shape so that one compiled graph serves every block. ``kernel`` picks the AOSM
+        implementation: ``"torch"`` (tensor ops, any device, gradients), ``"fused"`` (the C++ CPU
+        kernel, no gradients; an error where it cannot run) or ``"auto"`` (fused on CPU without
+        gradients when it builds, else torch).
         """
         self.check_shapes(text, video)
         a, b = len(text), len(video)
@@ -151,49 +164,67 @@ class MultiGrainedSimilarity(nn.Module):
         ta, tb = max(1, min(block_texts, a)), max(1, min(block_videos, b))
         fast = not torch.is_grad_enabled()
         mix = self._mixing_matrices(text.word_emb.dtype, fast)
-        prepared = self.prepare_text(text)
+        local_on_video = b * video.frame_emb.shape[1] < a * text.word_emb.shape[1]  # W_loc on the fewer rows
+        prepared = self.prepare_text(text, local=not local_on_video)
         tau = self.temperature
         if not fast:
             cols = []
             for j in range(0, b, tb):
-                video_block = self.prepare_video(video[j : j + tb])
+                video_block = self.prepare_video(video[j : j + tb], local=local_on_video)
                 cols.append(torch.cat([_block_logits(prepared[i : i + ta], video_block, mix, logit_scale, tau, False)
                                        for i in range(0, a, ta)], 0))
             return torch.cat(cols, 1)
         block_fn, padded = _block_logits, False
+        fused = _fused_kernel(kernel, text.word_emb, fast)
+        if fused is not None:
+            mix = self._mixing_matrices(torch.float32, fast)  # the kernel mixes in fp32
+            return _fused_blockwise(fused, self, prepared, video, mix, logit_scale, ta, tb, local_on_video)
         if compile and text.word_emb.is_cuda:
             block_fn, padded = _compiled_block_logits(), True
             prepared = _pad_text(prepared, -(-a // ta) * ta)
         out = torch.empty(a, b, dtype=_acc_dtype(text.word_emb.dtype), device=text.word_emb.device)
         for j in range(0, b, tb):  # videos outside: each video block is laid out frames-first once
-            video_block = self.prepare_video(video[j : j + tb], pad_to=tb if padded else None)
+            video_block = self.prepare_video(video[j : j + tb], pad_to=tb if padded else None, local=local_on_video)
             for i in range(0, a, ta):
                 block = block_fn(prepared[i : i + ta], video_block, mix, logit_scale, tau, True)
                 out[i : i + ta, j : j + tb] = block[: a - i, : b - j]
         return out
 
-    def bytes_per_element(self, dtype: torch.dtype) -> int:
+    def bytes_per_element(self, dtype: torch.dtype, fused: bool = False) -> int:
         """Peak bytes of a no-grad block's temporaries per frame-word element: the scores and the mixed
-        scores in the features' dtype plus the fp32 exponentials (plus two masked copies with masks)."""
+        scores in the features' dtype plus the fp32 exponentials (plus two masked copies with masks);
+        with the fused CPU kernel only the scores."""
         size = dtype.itemsize
+        if fused:
+            return size
         return 2 * size + max(4, size) + (2 * size if self.mask_padding else 0)
 
+    def uses_fused_kernel(self, like: Tensor, kernel: Kernel = "auto") -> bool:
+        """Whether :meth:`blockwise` with this ``kernel`` setting runs the fused CPU kernel for features
+        like ``like`` under the current grad mode (builds the kernel on first use)."""
+        return _fused_kernel(kernel, like, not torch.is_grad_enabled()) is not None
+
     # ------------------------------------------------------------------------------------ internals
-    def prepare_text(self, text: TextFeatures) -> PreparedText:
-        """Per-text projections, done once per call (the reference redoes them per block):
-        ``t W_g`` and ``w W_loc / tau``, computed in at least fp32 and stored in the features' dtype."""
+    def prepare_text(self, text: TextFeatures, local: bool = True) -> PreparedText:
+        """Per-text projections, done once per call (the reference redoes them per block): ``t W_g``
+        and, with ``local``, ``w W_loc / tau``; computed in at least fp32, stored in the features' dtype."""
         dtype, acc = text.word_emb.dtype, _acc_dtype(text.word_emb.dtype)
         sentence, word = text.sentence_emb, text.word_emb
         return PreparedText(
             sentence,
             (sentence.to(acc) @ self.global_mat_weight.to(acc)).to(dtype),
             word,
-            (word.to(acc) @ (self.local_mat_weight.to(acc) * (1.0 / self.temperature))).to(dtype),
+            (word.to(acc) @ self._local_matrix(acc)).to(dtype) if local else word,
             text.word_mask.bool() if self.mask_padding else None,
         )
 
-    def prepare_video(self, video: VideoFeatures, pad_to: int | None = None) -> PreparedVideo:
-        """Frames-first copy of a video block (zero-padded to ``pad_to`` videos if given)."""
+    def _local_matrix(self, dtype: torch.dtype) -> Tensor:
+        return self.local_mat_weight.to(dtype) * (1.0 / self.temperature)  # W_loc / tau
+
+    def prepare_video(self, video: VideoFeatures, pad_to: int | None = None, local: bool = False) -> PreparedVideo:
+        """Frames-first copy of a video block (zero-padded to ``pad_to`` videos if given); with ``local``
+        also ``frame W_loc^T / tau`` (the frame-word scores are ``w W_loc f^T / tau`` either way: the
+        projection goes to whichever side has fewer rows, computed in at least fp32)."""
         vid, frame, mask = video.video_emb, video.frame_emb, video.frame_mask.bool()
         if pad_to is not None and pad_to > len(video):
             extra = pad_to - len(video)
@@ -201,7 +232,10 @@ class MultiGrainedSimilarity(nn.Module):
             frame = torch.cat([frame, frame.new_zeros(extra, *frame.shape[1:])])
             mask = torch.cat([mask, mask.new_ones(extra, mask.shape[1])])
         b, f, d = frame.shape
-        return PreparedVideo(vid, frame.transpose(0, 1).reshape(f * b, d), mask.t() if self.mask_padding else None)
+        frames_first = frame.transpose(0, 1).reshape(f * b, d)
+        acc = _acc_dtype(frame.dtype)
+        frame_local = (frames_first.to(acc) @ self._local_matrix(acc).t()).to(frame.dtype) if local else frames_first
+        return PreparedVideo(vid, frames_first, mask.t() if self.mask_padding else None, frame_local)
 
     def _mixing_matrices(self, dtype: torch.dtype, fast: bool) -> tuple[Tensor | None, ...]:
         """(W_wl, W_fl, W_w1, W_f1, W_f2, W_w2): the frame-word level-1 mixes in the features' dtype (they
@@ -257,8 +291,8 @@ def _aosm(scores: Tensor, mat: Tensor | None, dim: int, keep: Tensor | None, fas
 
 def _frame_word(word_local: Tensor, frame: Tensor, frames: int, word_mask: Tensor | None, frame_mask: Tensor | None,
                 mix: tuple[Tensor | None, ...], fast: bool) -> Tensor:
-    """Two-level AOSM frame-word score [a, b] in ``1/tau`` units. ``word_local`` [a, w, d] (W_loc and
-    1/tau applied), ``frame`` [(f b), d] (frames first), masks [a, w] / [f, b] or None;
+    """Two-level AOSM frame-word score [a, b] in ``1/tau`` units. ``word_local`` [a, w, d] and ``frame``
+    [(f b), d] (frames first), one of them with W_loc and 1/tau applied; masks [a, w] / [f, b] or None;
     ``mix`` = (W_w1, W_f1, W_f2, W_w2)."""
     a, w, d = word_local.shape
     f, b = frames, frame.shape[0] // frames
@@ -284,9 +318,72 @@ def _block_logits(text: PreparedText, video: PreparedVideo, mix: tuple[Tensor | 
     video_word = _aosm(word_video, mix[0], 1, None if text.word_mask is None else text.word_mask.view(a, w, 1), fast)
     sent_frame = _upcast(text.sentence @ video.frame.t()).view(a, f, b) * inv_tau
     sentence_frame = _aosm(sent_frame, mix[1], 1, None if video.frame_mask is None else video.frame_mask.view(1, f, b), fast)
-    frame_word = _frame_word(text.word_local, video.frame, f, text.word_mask, video.frame_mask, mix[2:], fast)
+    frame_word = _frame_word(text.word_local, video.frame_local, f, text.word_mask, video.frame_mask, mix[2:], fast)
     scale = logit_scale.to(video_sentence.dtype).exp() * 0.25
     return scale * (video_sentence + tau * (video_word + sentence_frame + frame_word))
+
+
+def _fused_kernel(kernel: Kernel, like: Tensor, fast: bool):
+    """The compiled CPU kernel module when ``kernel`` asks for it and it can run, else ``None``."""
+    if kernel not in ("auto", "torch", "fused"):
+        raise ValueError(f"kernel must be 'auto', 'torch' or 'fused', got {kernel!r}")
+    if kernel == "torch" or (kernel == "auto" and (like.device.type != "cpu" or not fast or like.dtype == torch.float64)):
+        return None
+    if kernel == "fused":
+        if like.device.type != "cpu" or not fast:
+            raise ValueError("kernel='fused' runs on CPU features without gradients (wrap the call in torch.no_grad()); "
+                             "use kernel='auto' or 'torch' elsewhere")
+        if like.dtype == torch.float64:
+            raise ValueError("kernel='fused' takes float32, bfloat16 or float16 features, not float64")
+    from . import cpu_kernel
+
+    module = cpu_kernel.load()
+    if module is None and kernel == "fused":
+        raise RuntimeError(f"kernel='fused': the CPU kernel could not be built ({cpu_kernel.build_error()}); "
+                           "install a C++ compiler and ninja, or use kernel='torch'")
+    return module
+
+
+def _fused_blockwise(module, head: MultiGrainedSimilarity, text: PreparedText, video: VideoFeatures,
+                     mix: tuple[Tensor | None, ...], logit_scale: Tensor, ta: int, tb: int, local_on_video: bool) -> Tensor:
+    """:meth:`MultiGrainedSimilarity.blockwise` without gradients on CPU with the fused kernel. Per video
+    block, the three coarse terms are computed for every text at once (in chunks of ``ta * frames``
+    texts, as many elements as one frame-word block), then the frame-word term block by block."""
+    a, b, frames = len(text), len(video), video.frame_emb.shape[1]
+    tau = head.temperature
+    scale = logit_scale.float().exp() * 0.25
+    out = torch.empty(a, b, dtype=torch.float32)
+    chunk = ta * frames
+    for j in range(0, b, tb):
+        video_block = head.prepare_video(video[j : j + tb], local=local_on_video)
+        for i0 in range(0, a, chunk):
+            out[i0 : i0 + chunk, j : j + tb] = _fused_coarse(module, text[i0 : i0 + chunk], video_block, mix, tau)
+        for i in range(0, a, ta):
+            fine = _fused_frame_word(module, text[i : i + ta], video_block, mix)
+            out[i : i + ta, j : j + tb].add_(fine, alpha=tau).mul_(scale)
+    return out
+
+
+def _fused_coarse(module, text: PreparedText, video: PreparedVideo, mix: tuple[Tensor | None, ...], tau: float) -> Tensor:
+    """Video-sentence + tau * (video-word + sentence-frame) [a, b], fp32, AOSM in the fused kernel."""
+    a, w, d = text.word.shape
+    b = video.video.shape[0]
+    f = video.frame.shape[0] // b
+    inv_tau = 1.0 / tau
+    video_sentence = _upcast(text.sentence_global @ video.video.t())  # [a, b]
+    word_video = _upcast(text.word.reshape(a * w, d) @ video.video.t()).view(a, w, b).mul_(inv_tau)
+    video_word = module.axis_aosm(word_video, mix[0], text.word_mask, None)
+    sent_frame = _upcast(text.sentence @ video.frame.t()).view(a, f, b).mul_(inv_tau)
+    sentence_frame = module.axis_aosm(sent_frame, mix[1], None, video.frame_mask)
+    return video_sentence.add_(video_word.add_(sentence_frame), alpha=tau)
+
+
+def _fused_frame_word(module, text: PreparedText, video: PreparedVideo, mix: tuple[Tensor | None, ...]) -> Tensor:
+    """Two-level frame-word AOSM [a, b] in 1/tau units: one GEMM, then the fused kernel."""
+    a, w, d = text.word_local.shape
+    b = video.video.shape[0]
+    fine = (text.word_local.reshape(a * w, d) @ video.frame_local.t()).view(a, w, -1, b)  # M / tau: [a, w, f, b]
+    return module.frame_word(fine, *mix[2:], text.word_mask, video.frame_mask)
 
 
 _COMPILED = None

@@ -14,7 +14,8 @@ from transformers import CLIPConfig, CLIPModel
 from .encoders import CLIPTowers
 from .features import TextFeatures, VideoFeatures
 from .presets import build_clip
-from .similarity import DEFAULT_BLOCK_ELEMENTS, DEFAULT_CPU_BLOCK_ELEMENTS, MultiGrainedSimilarity, block_sizes
+from .similarity import (DEFAULT_BLOCK_ELEMENTS, DEFAULT_CPU_BLOCK_ELEMENTS, DEFAULT_FUSED_BLOCK_ELEMENTS, Kernel,
+                         MultiGrainedSimilarity, block_sizes)
 from .temporal import TemporalTransformer, l2_normalize, masked_mean
 
 
@@ -117,20 +118,27 @@ class XCLIP(nn.Module):
         return raw
 
     def similarity(self, text: TextFeatures, video: VideoFeatures, chunk_size: int | None = None,
-                   memory_budget_mb: float | None = None, compile: bool = False) -> Tensor:
+                   memory_budget_mb: float | None = None, compile: bool = False, kernel: Kernel = "auto") -> Tensor:
         """Logits [a, b] (logit scale applied, fp32) on the features' device, in their dtype.
 
         The texts x videos matrix is computed in blocks that bound peak memory: ``chunk_size`` texts and
         ``chunk_size`` videos per block, or else blocks whose temporaries fit ``memory_budget_mb`` MiB
         (without gradients; see ``MultiGrainedSimilarity.bytes_per_element``), or else blocks of about
         ``DEFAULT_BLOCK_ELEMENTS`` frame-word elements on CUDA (2^28: ~2 GiB for bf16 features) and
-        ``DEFAULT_CPU_BLOCK_ELEMENTS`` (2^20) elsewhere. Any block size gives the same values up to
+        ``DEFAULT_FUSED_BLOCK_ELEMENTS`` (2^23) with the fused CPU kernel, ``DEFAULT_CPU_BLOCK_ELEMENTS``
+        (2^20) with torch ops on CPU. Any block size gives the same values up to
         float rounding. ``compile`` runs the block function through ``torch.compile`` (CUDA, no grad).
+        ``kernel``: ``"auto"`` runs the AOSM reductions in the fused C++ kernel on CPU without gradients
+        (built on first use, ~20 s once per machine; torch ops where it cannot build), ``"torch"`` never,
+        ``"fused"`` always (an error where it cannot).
         """
-        default = DEFAULT_BLOCK_ELEMENTS if text.word_emb.is_cuda else DEFAULT_CPU_BLOCK_ELEMENTS
+        head = self.similarity_head
+        fused = head.uses_fused_kernel(text.word_emb, kernel)
+        default = DEFAULT_BLOCK_ELEMENTS if text.word_emb.is_cuda else (
+            DEFAULT_FUSED_BLOCK_ELEMENTS if fused else DEFAULT_CPU_BLOCK_ELEMENTS)
         ta, tb = _block_sizes(len(text), len(video), self.max_words, self.max_frames, chunk_size, memory_budget_mb,
-                              self.similarity_head.bytes_per_element(text.word_emb.dtype), default)
-        return self.similarity_head.blockwise(text, video, self.logit_scale, ta, tb, compile=compile)
+                              head.bytes_per_element(text.word_emb.dtype, fused), default)
+        return self.similarity_head.blockwise(text, video, self.logit_scale, ta, tb, compile=compile, kernel=kernel)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, pixel_values: Tensor, frame_mask: Tensor) -> Tensor:
         """Logits [a, b] between a batch of captions and a batch of videos."""

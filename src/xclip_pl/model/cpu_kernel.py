@@ -1,0 +1,81 @@
+"""The fused CPU AOSM kernel (``kernels/aosm_cpu.cpp``): built on first use, or ``None`` when it cannot be.
+
+It is compiled once per machine with ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja``, both
+installed with xclip-pl's requirements or the system; about 20 s) into ``$TORCH_EXTENSIONS_DIR``
+(default ``~/.cache/torch_extensions``), under a name that includes the CPU's instruction-set flags, so a
+cache shared between different machines never runs code built for another CPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import threading
+from pathlib import Path
+from types import ModuleType
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kernels") / "aosm_cpu.cpp"
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _cpu_tag() -> str:
+    """Short hash of the CPU's flags (``-march=native`` code is only valid on the CPU it was built for)."""
+    flags = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags += line
+                break
+    except OSError:
+        pass
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
+def _ninja_on_path() -> None:
+    """torch runs ``ninja`` from PATH; the pip package's binary is not on it when the virtual
+    environment is not activated (``.venv/bin/xclip-pl ...``), so add its directory."""
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+def build_error() -> str | None:
+    """Why the kernel could not be built, after a failed :func:`load` (else ``None``)."""
+    err = _state.get("error")
+    return None if err is None else str(err)
+
+
+def load(verbose: bool = False) -> ModuleType | None:
+    """The compiled kernel module, building it on first use; ``None`` (with the reason kept for
+    :func:`build_error` and logged once) where no compiler or ``ninja`` is available."""
+    with _lock:
+        if "module" in _state:
+            return _state["module"]  # type: ignore[return-value]
+        module = None
+        try:
+            from torch.utils.cpp_extension import load as load_extension
+
+            _ninja_on_path()
+
+            log.info("building the fused CPU AOSM kernel (once per machine, ~20 s)")
+            module = load_extension(
+                name=f"xclip_pl_aosm_cpu_{_cpu_tag()}",
+                sources=[str(SOURCE)],
+                extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-finite-math-only"],
+                extra_ldflags=["-fopenmp"],
+                verbose=verbose,
+            )
+        except Exception as exc:  # no compiler, no ninja, unsupported platform: callers fall back to torch
+            _state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            log.warning("the fused CPU AOSM kernel is unavailable (%s); using the torch implementation", _state["error"])
+        _state["module"] = module
+        return module
