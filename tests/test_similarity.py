@@ -98,16 +98,17 @@ def test_shape_mismatch_is_a_clear_error():
 
 
 # --------------------------------------------------------------------------------------- blockwise engine
+@pytest.mark.parametrize("kernel", ["torch", "auto"])  # auto: the fused C++ kernel on CPU (test_cpu_kernel.py)
 @pytest.mark.parametrize("mask_padding", [False, True])
 @pytest.mark.parametrize("chunk", [1, 3, 7])
-def test_chunked_equals_unchunked(chunk, mask_padding):
+def test_chunked_equals_unchunked(chunk, mask_padding, kernel):
     head = make_head(7, 4, 16, mask_padding, tau=0.05).float()
     text, video = random_features(9, 11, 7, 4, 16)
     scale = torch.tensor(math.log(20.0))
     with torch.no_grad():
-        whole = head(text, video, scale)
-        chunked = head.blockwise(text, video, scale, chunk, chunk)
-        uneven = head.blockwise(text, video, scale, chunk, chunk + 2)
+        whole = head.blockwise(text, video, scale, 9, 11, kernel="torch")
+        chunked = head.blockwise(text, video, scale, chunk, chunk, kernel=kernel)
+        uneven = head.blockwise(text, video, scale, chunk, chunk + 2, kernel=kernel)
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(uneven, whole, rtol=1e-5, atol=1e-5)
     grad_path = head.blockwise(text, video, scale, chunk, chunk)  # autograd path, out of place

@@ -163,6 +163,7 @@ class MultiGrainedSimilarity(nn.Module):
             return text.word_emb.new_zeros(a, b, dtype=_acc_dtype(text.word_emb.dtype))
         ta, tb = max(1, min(block_texts, a)), max(1, min(block_videos, b))
         fast = not torch.is_grad_enabled()
+        fused = _fused_kernel(kernel, text.word_emb, fast)  # checks ``kernel`` first
         mix = self._mixing_matrices(text.word_emb.dtype, fast)
         local_on_video = b * video.frame_emb.shape[1] < a * text.word_emb.shape[1]  # W_loc on the fewer rows
         prepared = self.prepare_text(text, local=not local_on_video)
@@ -175,7 +176,6 @@ class MultiGrainedSimilarity(nn.Module):
                                        for i in range(0, a, ta)], 0))
             return torch.cat(cols, 1)
         block_fn, padded = _block_logits, False
-        fused = _fused_kernel(kernel, text.word_emb, fast)
         if fused is not None:
             mix = self._mixing_matrices(torch.float32, fast)  # the kernel mixes in fp32
             return _fused_blockwise(fused, self, prepared, video, mix, logit_scale, ta, tb, local_on_video)
