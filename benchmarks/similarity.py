@@ -13,11 +13,15 @@ and extrapolate (x 40 / k); the table says so.
 Inputs are random L2-normalised features (D = 512, every mask on) and a similarity head whose eight
 matrices are identity plus small noise (so no mix is skipped as an identity).
 
+The engine is ``XCLIP.similarity``'s: on CPU by default (``--kernel auto``) the fused C++ AOSM kernel
+(built on first use, before timing) with its default 2^23-element blocks; ``--kernel torch`` times the
+tensor-op implementation (2^20-element CPU blocks), ``--kernel fused,torch`` both in one run.
+
 Usage::
 
     python benchmarks/similarity.py                     # CPU: 1000x1000 at 12/32 and 64/64, fp32 and bf16
     python benchmarks/similarity.py --sizes 1000x1000@12/32 --dtypes fp32
-    python benchmarks/similarity.py --cpu-large         # CPU: 4917x4917 at 64/64, fp32, bounded memory
+    python benchmarks/similarity.py --cpu-large         # CPU: 4917x4917 at 64/64, fp32 (--cpu-large-dtype), bounded memory
     python benchmarks/similarity.py --device cuda       # + 4917x4917 at 64/64; bf16 and fp32; compile off and on
 
 Sizes are ``TEXTSxVIDEOS@FRAMES/WORDS``. Times are medians over ``--runs`` (GPU: after warm-up, with

@@ -75,7 +75,15 @@ def load(verbose: bool = False) -> ModuleType | None:
                 verbose=verbose,
             )
         except Exception as exc:  # no compiler, no ninja, unsupported platform: callers fall back to torch
-            _state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            _state["error"] = _summary(exc)
             log.warning("the fused CPU AOSM kernel is unavailable (%s); using the torch implementation", _state["error"])
         _state["module"] = module
         return module
+
+
+def _summary(exc: Exception) -> str:
+    """One line for a failed build: the compiler's first ``error:`` line if there is one, else the last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    pick = errors[0] if errors else (lines[-1] if lines else "")
+    return f"{type(exc).__name__}: {pick}"

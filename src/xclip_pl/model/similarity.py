@@ -208,13 +208,13 @@ class MultiGrainedSimilarity(nn.Module):
     def prepare_text(self, text: TextFeatures, local: bool = True) -> PreparedText:
         """Per-text projections, done once per call (the reference redoes them per block): ``t W_g``
         and, with ``local``, ``w W_loc / tau``; computed in at least fp32, stored in the features' dtype."""
-        dtype, acc = text.word_emb.dtype, _acc_dtype(text.word_emb.dtype)
+        acc = _acc_dtype(text.word_emb.dtype)
         sentence, word = text.sentence_emb, text.word_emb
         return PreparedText(
             sentence,
-            (sentence.to(acc) @ self.global_mat_weight.to(acc)).to(dtype),
+            _project(sentence, self.global_mat_weight.to(acc)),
             word,
-            (word.to(acc) @ self._local_matrix(acc)).to(dtype) if local else word,
+            _project(word, self._local_matrix(acc)) if local else word,
             text.word_mask.bool() if self.mask_padding else None,
         )
 
@@ -234,7 +234,7 @@ class MultiGrainedSimilarity(nn.Module):
         b, f, d = frame.shape
         frames_first = frame.transpose(0, 1).reshape(f * b, d)
         acc = _acc_dtype(frame.dtype)
-        frame_local = (frames_first.to(acc) @ self._local_matrix(acc).t()).to(frame.dtype) if local else frames_first
+        frame_local = _project(frames_first, self._local_matrix(acc).t()) if local else frames_first
         return PreparedVideo(vid, frames_first, mask.t() if self.mask_padding else None, frame_local)
 
     def _mixing_matrices(self, dtype: torch.dtype, fast: bool) -> tuple[Tensor | None, ...]:
@@ -258,6 +258,23 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _upcast(t: Tensor) -> Tensor:
     return t.to(_acc_dtype(t.dtype))
+
+
+#: Rows projected at a time without gradients (bounds the fp32 temporaries of a half-precision projection).
+PROJECT_ROWS = 1 << 14
+
+
+def _project(x: Tensor, mat: Tensor) -> Tensor:
+    """``x @ mat`` over the last axis, computed in ``mat``'s dtype (at least fp32) and returned in ``x``'s.
+    Without gradients it runs in chunks of rows into one preallocated result, so the temporaries stay
+    bounded however many texts or frames there are."""
+    if torch.is_grad_enabled() or x.dtype == mat.dtype:
+        return (x.to(mat.dtype) @ mat).to(x.dtype)
+    flat = x.reshape(-1, x.shape[-1])
+    out = flat.new_empty(flat.shape[0], mat.shape[1])
+    for i in range(0, flat.shape[0], PROJECT_ROWS):
+        out[i : i + PROJECT_ROWS] = flat[i : i + PROJECT_ROWS].to(mat.dtype) @ mat
+    return out.view(*x.shape[:-1], mat.shape[1])
 
 
 def _is_identity(m: Tensor) -> bool:

@@ -10,9 +10,14 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -27,24 +32,61 @@ inline vf splat(float x) { return vf{} + x; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 inline vf select(vi cond, vf a, vf b) { return cond ? a : b; }
 
-// exp(x) for x <= 0 (softmax arguments), Cody-Waite reduction + degree-6 polynomial (~2 ulp).
-// Arguments below -87 (weights < 1.6e-38 of the maximum) give exp(-87), never a denormal.
-inline vf vexp(vf x) {
-  x = vmax(x, splat(-87.0f));
-  const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
-  vf r = x - n * 0.693145751953125f;
-  r = r - n * 1.428606765330187045e-06f;
-  vf p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+// p * 2^n for integral n in [-126, 127]
+inline vf scale_pow2(vf p, vf n) {
+#if defined(__AVX512F__)
+  static_assert(sizeof(vf) == sizeof(__m512), "16 float lanes");
+  __m512 pm, nm;
+  std::memcpy(&pm, &p, sizeof(pm));
+  std::memcpy(&nm, &n, sizeof(nm));
+  const __m512 r = _mm512_scalef_ps(pm, nm);
+  vf out;
+  std::memcpy(&out, &r, sizeof(out));
+  return out;
+#else
   const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
   vf scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
+#endif
+}
+
+// exp(x) for x <= 0 (softmax arguments). Arguments below -87 (weights < 1.6e-38 of the maximum) give
+// exp(-87), never a denormal. kHalf: for scores rounded to bf16/fp16 (relative error 4e-3 / 5e-4, i.e.
+// exponent errors of ~1e-2 at 1/tau = 100), a degree-4 polynomial (relative error < 5e-5); otherwise
+// Cody-Waite reduction and degree 6 (~2 ulp).
+template <bool kHalf>
+inline vf vexp(vf x) {
+  x = vmax(x, splat(-87.0f));
+  const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+  vf p;
+  if (kHalf) {
+    const vf r = x - n * 0.693147180559945f;
+    p = splat(4.1666666666e-2f);
+    p = p * r + 1.6666666666e-1f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+  } else {
+    vf r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187045e-06f;
+    p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+  }
+  return scale_pow2(p, n);
+}
+
+inline bool any_lane(vi mask) {  // any lane set (OR of the 64 bytes)
+  uint64_t words[sizeof(vi) / 8];
+  std::memcpy(words, &mask, sizeof(words));
+  uint64_t acc = 0;
+  for (uint64_t w : words) acc |= w;
+  return acc != 0;
 }
 
 template <typename T>
@@ -87,11 +129,11 @@ struct Axis {
 
 // Adds sum_{c < C} x_{j0+c} q_{j0+c} to num, with q = e^T M for C columns of M kept in registers.
 template <int C>
-inline void mix_columns(const Axis& ax, const vf* e, const float* mix, int64_t j0, vf& num) {
+inline void mix_columns(const Axis& ax, const vf* e, int64_t es, const float* mix, int64_t j0, vf& num) {
   vf q[C];
   for (int c = 0; c < C; ++c) q[c] = splat(0.f);
   for (int64_t i = 0; i < ax.n; ++i) {
-    const vf ei = e[i];
+    const vf ei = e[i * es];
     const float* row = mix + i * ax.n + j0;
     for (int c = 0; c < C; ++c) q[c] += ei * row[c];
   }
@@ -101,23 +143,24 @@ inline void mix_columns(const Axis& ax, const vf* e, const float* mix, int64_t j
   }
 }
 
-// sum_i e_i (M x)_i / z for weights e (0 at masked positions) and z = sum_i e_i; mix: [n, n]
+// sum_i e_i (M x)_i / z for weights e[i * es] (0 at masked positions) and z = sum_i e_i; mix: [n, n]
 // row-major fp32, or nullptr for the identity. Lanes with z = 0 give 0.
-inline vf weighted(const Axis& ax, const vf* e, vf z, const float* mix) {
+inline vf weighted(const Axis& ax, const vf* e, int64_t es, vf z, const float* mix) {
   vf num = splat(0.f);
   if (mix == nullptr) {
-    for (int64_t i = 0; i < ax.n; ++i) num += e[i] * ax.x[i * ax.stride];
+    for (int64_t i = 0; i < ax.n; ++i) num += e[i * es] * ax.x[i * ax.stride];
   } else {  // sum_j x_j q_j: 8, then 4, then single columns of q at a time
     int64_t j0 = 0;
-    for (; j0 + 8 <= ax.n; j0 += 8) mix_columns<8>(ax, e, mix, j0, num);
-    for (; j0 + 4 <= ax.n; j0 += 4) mix_columns<4>(ax, e, mix, j0, num);
-    for (; j0 < ax.n; ++j0) mix_columns<1>(ax, e, mix, j0, num);
+    for (; j0 + 8 <= ax.n; j0 += 8) mix_columns<8>(ax, e, es, mix, j0, num);
+    for (; j0 + 4 <= ax.n; j0 += 4) mix_columns<4>(ax, e, es, mix, j0, num);
+    for (; j0 < ax.n; ++j0) mix_columns<1>(ax, e, es, mix, j0, num);
   }
   return select(z > 0.f, num / z, splat(0.f));
 }
 
 // AOSM over one axis, 16 lanes at once, with its own softmax maximum. e: scratch of n vectors.
 // A lane with every position masked gives 0.
+template <bool kHalf>
 inline vf aosm(const Axis& ax, const float* mix, vf* e) {
   const vf neg_inf = splat(-std::numeric_limits<float>::infinity());
   vf m = neg_inf;
@@ -128,12 +171,12 @@ inline vf aosm(const Axis& ax, const float* mix, vf* e) {
   m = select(m == neg_inf, splat(0.f), m);
   vf z = splat(0.f);
   for (int64_t i = 0; i < ax.n; ++i) {
-    vf ei = vexp(ax.x[i * ax.stride] - m);
+    vf ei = vexp<kHalf>(ax.x[i * ax.stride] - m);
     if (ax.keep) ei = select(ax.keep[i], ei, splat(0.f));
     e[i] = ei;
     z += ei;
   }
-  return weighted(ax, e, z, mix);
+  return weighted(ax, e, 1, z, mix);
 }
 
 // The same with exponentials shared by both axes of a tile: exps[i * stride] = exp(x - c) for one
@@ -141,20 +184,23 @@ inline vf aosm(const Axis& ax, const float* mix, vf* e) {
 // tiny (its maximum far below c, where exp(-87)-clamped values would matter): then the lane's axis is
 // recomputed with its own maximum.
 constexpr float kMinSharedSum = 1e-28f;  // row maximum >= c - 64: clamped terms are < 2e-10 relative
+template <bool kHalf>
 inline vf aosm_shared(const Axis& ax, const vf* exps, const float* mix, vf* e) {
   vf z = splat(0.f);
-  for (int64_t i = 0; i < ax.n; ++i) {
-    vf ei = exps[i * ax.stride];
-    if (ax.keep) ei = select(ax.keep[i], ei, splat(0.f));
-    e[i] = ei;
-    z += ei;
+  const vf* w = exps;  // the weights: the shared exponentials, or their masked copy in e
+  int64_t ws = ax.stride;
+  if (ax.keep) {
+    for (int64_t i = 0; i < ax.n; ++i) {
+      e[i] = select(ax.keep[i], exps[i * ax.stride], splat(0.f));
+      z += e[i];
+    }
+    w = e;
+    ws = 1;
+  } else {
+    for (int64_t i = 0; i < ax.n; ++i) z += exps[i * ax.stride];
   }
-  const vi small = z < kMinSharedSum;
-  int32_t lanes[kLanes];
-  std::memcpy(lanes, &small, sizeof(lanes));
-  for (int k = 0; k < kLanes; ++k)
-    if (lanes[k]) return aosm(ax, mix, e);
-  return weighted(ax, e, z, mix);
+  if (any_lane(z < kMinSharedSum)) return aosm<kHalf>(ax, mix, e);
+  return weighted(ax, w, ws, z, mix);
 }
 
 // Keep-vectors from a bool mask: word mask [A, W] (one scalar per word, same in every lane) or
@@ -193,6 +239,7 @@ const bool* mask_ptr(const c10::optional<torch::Tensor>& mask, torch::Tensor& ho
 template <typename T>
 void frame_word_impl(const T* scores, int64_t A, int64_t W, int64_t F, int64_t B, const Mix& w1, const Mix& f1,
                      const Mix& f2, const Mix& w2, const bool* word_keep, const bool* frame_keep, float* out) {
+  constexpr bool kHalf = !std::is_same<T, float>::value;  // scores rounded to bf16 / fp16
   const int64_t chunks = (B + kLanes - 1) / kLanes;
   at::parallel_for(0, A * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<vf> tile(W * F), exps(W * F), per_word(W), per_frame(F), scratch(std::max(W, F));
@@ -209,13 +256,13 @@ void frame_word_impl(const T* scores, int64_t A, int64_t W, int64_t F, int64_t B
       const vi* fk = frame_keep ? fkeep.data() : nullptr;
       vf c = tile[0];  // one softmax shift per lane for the whole tile
       for (int64_t i = 1; i < W * F; ++i) c = vmax(c, tile[i]);
-      for (int64_t i = 0; i < W * F; ++i) exps[i] = vexp(tile[i] - c);
+      for (int64_t i = 0; i < W * F; ++i) exps[i] = vexp<kHalf>(tile[i] - c);
       for (int64_t w = 0; w < W; ++w)  // level 1 over frames, per word
-        per_word[w] = aosm_shared({tile.data() + w * F, F, 1, fk}, exps.data() + w * F, f1.ptr, scratch.data());
+        per_word[w] = aosm_shared<kHalf>({tile.data() + w * F, F, 1, fk}, exps.data() + w * F, f1.ptr, scratch.data());
       for (int64_t f = 0; f < F; ++f)  // level 1 over words, per frame
-        per_frame[f] = aosm_shared({tile.data() + f, W, F, wk}, exps.data() + f, w1.ptr, scratch.data());
-      const vf over_words = aosm({per_word.data(), W, 1, wk}, w2.ptr, scratch.data());
-      const vf over_frames = aosm({per_frame.data(), F, 1, fk}, f2.ptr, scratch.data());
+        per_frame[f] = aosm_shared<kHalf>({tile.data() + f, W, F, wk}, exps.data() + f, w1.ptr, scratch.data());
+      const vf over_words = aosm<kHalf>({per_word.data(), W, 1, wk}, w2.ptr, scratch.data());
+      const vf over_frames = aosm<kHalf>({per_frame.data(), F, 1, fk}, f2.ptr, scratch.data());
       store(out + a * B + b0, (over_frames + over_words) * 0.5f, lanes);
     }
   });
@@ -225,6 +272,7 @@ void frame_word_impl(const T* scores, int64_t A, int64_t W, int64_t F, int64_t B
 template <typename T>
 void axis_impl(const T* scores, int64_t A, int64_t N, int64_t B, const Mix& mix, const bool* keep_an,
                const bool* keep_nb, float* out) {
+  constexpr bool kHalf = !std::is_same<T, float>::value;
   const int64_t chunks = (B + kLanes - 1) / kLanes;
   at::parallel_for(0, A * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<vf> x(N), scratch(N);
@@ -237,7 +285,7 @@ void axis_impl(const T* scores, int64_t A, int64_t N, int64_t B, const Mix& mix,
         for (int64_t i = 0; i < N; ++i) keep[i] = keep_scalar(keep_an[a * N + i]);
       if (keep_nb)
         for (int64_t i = 0; i < N; ++i) keep[i] = keep_lanes(keep_nb + i * B + b0, lanes);
-      store(out + a * B + b0, aosm({x.data(), N, 1, (keep_an || keep_nb) ? keep.data() : nullptr}, mix.ptr, scratch.data()), lanes);
+      store(out + a * B + b0, aosm<kHalf>({x.data(), N, 1, (keep_an || keep_nb) ? keep.data() : nullptr}, mix.ptr, scratch.data()), lanes);
     }
   });
 }
