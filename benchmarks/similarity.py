@@ -26,8 +26,8 @@ Usage::
 
 Sizes are ``TEXTSxVIDEOS@FRAMES/WORDS``. Times are medians over ``--runs`` (GPU: after warm-up, with
 ``torch.cuda.synchronize()``). Peak memory: GPU ``torch.cuda.max_memory_allocated`` above what the
-inputs already hold; CPU ``ru_maxrss`` above the resident set after building the inputs, each
-measurement in its own subprocess (``resource.getrusage`` is a per-process maximum).
+inputs already hold; CPU peak RSS (``VmHWM``, reset after building the inputs) above the resident set then, each
+measurement in its own subprocess.
 """
 from __future__ import annotations
 
@@ -179,7 +179,22 @@ def _rss_mib() -> float:
 
 
 def _maxrss_mib() -> float:
+    """Peak resident set since the last :func:`_reset_peak_rss` (Linux ``VmHWM``), else since start."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _reset_peak_rss() -> None:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0), so that building the inputs (fp32 random
+    tensors converted to bf16) does not count in the engine's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
 
 
 def _sync(device: str) -> None:
@@ -228,6 +243,8 @@ def measure(job: dict) -> dict:
         _sync(device)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
+        if device != "cuda":
+            _reset_peak_rss()
         base_mem = torch.cuda.memory_allocated() / 2**20 if device == "cuda" else _rss_mib()
         times, out = [], None
         for _ in range(job["runs"]):
