@@ -129,3 +129,20 @@ def test_kernel_checks_its_inputs(kernel_module):
         kernel_module.frame_word(scores, None, None, None, None, None, torch.ones(5, 4, dtype=torch.bool))
     with pytest.raises(RuntimeError, match="float64"):
         kernel_module.frame_word(scores.double(), None, None, None, None, None, None)
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    """An interrupted build leaves torch's ``lock`` file behind, on which every later load would wait
+    forever; one older than ``STALE_LOCK_S`` is removed, a recent one (a build in progress) is not."""
+    import os
+    import time
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    for name, age, kept in [("stale", cpu_kernel.STALE_LOCK_S + 60, False), ("building", 5, True)]:
+        lock = tmp_path / name / "lock"
+        lock.parent.mkdir()
+        lock.touch()
+        past = time.time() - age
+        os.utime(lock, (past, past))
+        cpu_kernel._clear_stale_lock(name)
+        assert lock.exists() == kept, name

@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -48,6 +49,24 @@ def _ninja_on_path() -> None:
     os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
+#: A build lock older than this is left over from an interrupted build (a build takes ~20 s).
+STALE_LOCK_S = 600
+
+
+def _clear_stale_lock(name: str) -> None:
+    """torch waits forever on the ``lock`` file of a build that was interrupted (Ctrl-C, a killed
+    job); remove one that is clearly stale so that the next evaluation rebuilds instead of hanging."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            log.warning("removing a stale build lock left by an interrupted build: %s", lock)
+            lock.unlink()
+    except Exception:  # private torch API or file system trouble: leave it to torch
+        pass
+
+
 def build_error() -> str | None:
     """Why the kernel could not be built, after a failed :func:`load` (else ``None``)."""
     err = _state.get("error")
@@ -65,10 +84,11 @@ def load(verbose: bool = False) -> ModuleType | None:
             from torch.utils.cpp_extension import load as load_extension
 
             _ninja_on_path()
-
-            log.info("building the fused CPU AOSM kernel (once per machine, ~20 s)")
+            name = f"xclip_pl_aosm_cpu_{_cpu_tag()}"
+            _clear_stale_lock(name)
+            log.info("loading the fused CPU AOSM kernel (built on first use: ~20 s, once per machine)")
             module = load_extension(
-                name=f"xclip_pl_aosm_cpu_{_cpu_tag()}",
+                name=name,
                 sources=[str(SOURCE)],
                 extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-finite-math-only"],
                 extra_ldflags=["-fopenmp"],
