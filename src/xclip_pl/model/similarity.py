@@ -26,21 +26,20 @@ How the engine computes it (same values as the formulas above, up to float round
   within a memory budget, on the features' device, writing into one preallocated [a, b] result;
   optionally through ``torch.compile`` on CUDA.
 * On CPU without gradients the AOSM reductions of a block run in one fused C++ kernel
-  (``kernels/aosm_cpu.cpp``, built on first use): it reads the frame-word scores once, 16 videos at a
-  time, and computes both level-1 and both level-2 reductions in registers (``kernel="auto"``).
+  (``kernels/aosm_cpu.cpp``, built on first use; the block loop around it is :mod:`.fused`): it reads
+  the frame-word scores once, 16 videos at a time, and computes both level-1 and both level-2
+  reductions in registers (``kernel="auto"``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from .features import TextFeatures, VideoFeatures
-
-Kernel = Literal["auto", "torch", "fused"]
+from .fused import Kernel, fused_blockwise, select_kernel
 
 #: Default frame-word elements per block on CUDA (about 3 GiB of temporaries for fp32 features, 2 GiB
 #: for bf16: large blocks keep the GPU from being launch-bound, benchmarks/RESULTS.md) and on CPU,
@@ -163,7 +162,7 @@ class MultiGrainedSimilarity(nn.Module):
             return text.word_emb.new_zeros(a, b, dtype=_acc_dtype(text.word_emb.dtype))
         ta, tb = max(1, min(block_texts, a)), max(1, min(block_videos, b))
         fast = not torch.is_grad_enabled()
-        fused = _fused_kernel(kernel, text.word_emb, fast)  # checks ``kernel`` first
+        fused = select_kernel(kernel, text.word_emb, fast)  # checks ``kernel`` first
         mix = self._mixing_matrices(text.word_emb.dtype, fast)
         local_on_video = b * video.frame_emb.shape[1] < a * text.word_emb.shape[1]  # W_loc on the fewer rows
         prepared = self.prepare_text(text, local=not local_on_video)
@@ -178,7 +177,7 @@ class MultiGrainedSimilarity(nn.Module):
         block_fn, padded = _block_logits, False
         if fused is not None:
             mix = self._mixing_matrices(torch.float32, fast)  # the kernel mixes in fp32
-            return _fused_blockwise(fused, self, prepared, video, mix, logit_scale, ta, tb, local_on_video)
+            return fused_blockwise(fused, self, prepared, video, mix, logit_scale, ta, tb, local_on_video)
         if compile and text.word_emb.is_cuda:
             block_fn, padded = _compiled_block_logits(), True
             prepared = _pad_text(prepared, -(-a // ta) * ta)
@@ -203,7 +202,7 @@ class MultiGrainedSimilarity(nn.Module):
     def uses_fused_kernel(self, like: Tensor, kernel: Kernel = "auto") -> bool:
         """Whether :meth:`blockwise` with this ``kernel`` setting runs the fused CPU kernel for features
         like ``like`` under the current grad mode (builds the kernel on first use)."""
-        return _fused_kernel(kernel, like, not torch.is_grad_enabled()) is not None
+        return select_kernel(kernel, like, not torch.is_grad_enabled()) is not None
 
     # ------------------------------------------------------------------------------------ internals
     def prepare_text(self, text: TextFeatures, local: bool = True) -> PreparedText:
@@ -339,69 +338,6 @@ def _block_logits(text: PreparedText, video: PreparedVideo, mix: tuple[Tensor | 
     frame_word = _frame_word(text.word_local, video.frame_local, f, text.word_mask, video.frame_mask, mix[2:], fast)
     scale = logit_scale.to(video_sentence.dtype).exp() * 0.25
     return scale * (video_sentence + tau * (video_word + sentence_frame + frame_word))
-
-
-def _fused_kernel(kernel: Kernel, like: Tensor, fast: bool):
-    """The compiled CPU kernel module when ``kernel`` asks for it and it can run, else ``None``."""
-    if kernel not in ("auto", "torch", "fused"):
-        raise ValueError(f"kernel must be 'auto', 'torch' or 'fused', got {kernel!r}")
-    if kernel == "torch" or (kernel == "auto" and (like.device.type != "cpu" or not fast or like.dtype == torch.float64)):
-        return None
-    if kernel == "fused":
-        if like.device.type != "cpu" or not fast:
-            raise ValueError("kernel='fused' runs on CPU features without gradients (wrap the call in torch.no_grad()); "
-                             "use kernel='auto' or 'torch' elsewhere")
-        if like.dtype == torch.float64:
-            raise ValueError("kernel='fused' takes float32, bfloat16 or float16 features, not float64")
-    from . import cpu_kernel
-
-    module = cpu_kernel.load()
-    if module is None and kernel == "fused":
-        raise RuntimeError(f"kernel='fused': the CPU kernel could not be built ({cpu_kernel.build_error()}); "
-                           "install a C++ compiler and ninja, or use kernel='torch'")
-    return module
-
-
-def _fused_blockwise(module, head: MultiGrainedSimilarity, text: PreparedText, video: VideoFeatures,
-                     mix: tuple[Tensor | None, ...], logit_scale: Tensor, ta: int, tb: int, local_on_video: bool) -> Tensor:
-    """:meth:`MultiGrainedSimilarity.blockwise` without gradients on CPU with the fused kernel. Per video
-    block, the three coarse terms are computed for every text at once (in chunks of ``ta * frames``
-    texts, as many elements as one frame-word block), then the frame-word term block by block."""
-    a, b, frames = len(text), len(video), video.frame_emb.shape[1]
-    tau = head.temperature
-    scale = logit_scale.float().exp() * 0.25
-    out = torch.empty(a, b, dtype=torch.float32)
-    chunk = ta * frames
-    for j in range(0, b, tb):
-        video_block = head.prepare_video(video[j : j + tb], local=local_on_video)
-        for i0 in range(0, a, chunk):
-            out[i0 : i0 + chunk, j : j + tb] = _fused_coarse(module, text[i0 : i0 + chunk], video_block, mix, tau)
-        for i in range(0, a, ta):
-            fine = _fused_frame_word(module, text[i : i + ta], video_block, mix)
-            out[i : i + ta, j : j + tb].add_(fine, alpha=tau).mul_(scale)
-    return out
-
-
-def _fused_coarse(module, text: PreparedText, video: PreparedVideo, mix: tuple[Tensor | None, ...], tau: float) -> Tensor:
-    """Video-sentence + tau * (video-word + sentence-frame) [a, b], fp32, AOSM in the fused kernel."""
-    a, w, d = text.word.shape
-    b = video.video.shape[0]
-    f = video.frame.shape[0] // b
-    inv_tau = 1.0 / tau
-    video_sentence = _upcast(text.sentence_global @ video.video.t())  # [a, b]
-    word_video = _upcast(text.word.reshape(a * w, d) @ video.video.t()).view(a, w, b).mul_(inv_tau)
-    video_word = module.axis_aosm(word_video, mix[0], text.word_mask, None)
-    sent_frame = _upcast(text.sentence @ video.frame.t()).view(a, f, b).mul_(inv_tau)
-    sentence_frame = module.axis_aosm(sent_frame, mix[1], None, video.frame_mask)
-    return video_sentence.add_(video_word.add_(sentence_frame), alpha=tau)
-
-
-def _fused_frame_word(module, text: PreparedText, video: PreparedVideo, mix: tuple[Tensor | None, ...]) -> Tensor:
-    """Two-level frame-word AOSM [a, b] in 1/tau units: one GEMM, then the fused kernel."""
-    a, w, d = text.word_local.shape
-    b = video.video.shape[0]
-    fine = (text.word_local.reshape(a * w, d) @ video.frame_local.t()).view(a, w, -1, b)  # M / tau: [a, w, f, b]
-    return module.frame_word(fine, *mix[2:], text.word_mask, video.frame_mask)
 
 
 _COMPILED = None
