@@ -64,10 +64,10 @@ def _coarse(module, text: PreparedText, video: PreparedVideo, mix: tuple[Tensor 
     f = video.frame.shape[0] // b
     inv_tau = 1.0 / tau
     video_sentence = (text.sentence_global @ video.video.t()).float()  # [a, b], fp32 for half types
-    word_video = (text.word.reshape(a * w, d) @ video.video.t()).float().view(a, w, b).mul_(inv_tau)
-    video_word = module.axis_aosm(word_video, mix[0], text.word_mask, None)
-    sent_frame = (text.sentence @ video.frame.t()).float().view(a, f, b).mul_(inv_tau)
-    sentence_frame = module.axis_aosm(sent_frame, mix[1], None, video.frame_mask)
+    word_video = (text.word.reshape(a * w, d) @ video.video.t()).view(a, w, b)  # features' dtype; 1/tau on load
+    video_word = module.axis_aosm(word_video, mix[0], text.word_mask, None, inv_tau)
+    sent_frame = (text.sentence @ video.frame.t()).view(a, f, b)
+    sentence_frame = module.axis_aosm(sent_frame, mix[1], None, video.frame_mask, inv_tau)
     return video_sentence.add_(video_word.add_(sentence_frame), alpha=tau)
 
 

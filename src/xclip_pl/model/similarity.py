@@ -192,11 +192,11 @@ class MultiGrainedSimilarity(nn.Module):
     def bytes_per_element(self, dtype: torch.dtype, fused: bool = False) -> int:
         """Peak bytes of a no-grad block's temporaries per frame-word element: the scores and the mixed
         scores in the features' dtype plus the fp32 exponentials (plus two masked copies with masks);
-        with the fused CPU kernel the largest of a block's scores and of its coarse chunk's word-video
-        scores (features' dtype plus an fp32 copy for half types)."""
+        with the fused CPU kernel only the scores (a block's frame-word scores, or as many word-video
+        scores of its coarse chunk)."""
         size = dtype.itemsize
         if fused:
-            return size + (4 if size < 4 else 0)
+            return size
         return 2 * size + max(4, size) + (2 * size if self.mask_padding else 0)
 
     def uses_fused_kernel(self, like: Tensor, kernel: Kernel = "auto") -> bool:

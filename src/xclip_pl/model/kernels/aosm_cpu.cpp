@@ -271,7 +271,7 @@ void frame_word_impl(const T* scores, int64_t A, int64_t W, int64_t F, int64_t B
 // ------------------------------------------------------------------------------- one-axis AOSM term
 template <typename T>
 void axis_impl(const T* scores, int64_t A, int64_t N, int64_t B, const Mix& mix, const bool* keep_an,
-               const bool* keep_nb, float* out) {
+               const bool* keep_nb, float scale, float* out) {
   constexpr bool kHalf = !std::is_same<T, float>::value;
   const int64_t chunks = (B + kLanes - 1) / kLanes;
   at::parallel_for(0, A * chunks, 1, [&](int64_t begin, int64_t end) {
@@ -280,7 +280,7 @@ void axis_impl(const T* scores, int64_t A, int64_t N, int64_t B, const Mix& mix,
     for (int64_t job = begin; job < end; ++job) {
       const int64_t a = job / chunks, b0 = (job % chunks) * kLanes, lanes = std::min<int64_t>(kLanes, B - b0);
       const T* src = scores + a * N * B + b0;  // scores [A, N, B]
-      for (int64_t i = 0; i < N; ++i) x[i] = load<T>(src + i * B, lanes);
+      for (int64_t i = 0; i < N; ++i) x[i] = load<T>(src + i * B, lanes) * scale;
       if (keep_an)
         for (int64_t i = 0; i < N; ++i) keep[i] = keep_scalar(keep_an[a * N + i]);
       if (keep_nb)
@@ -321,9 +321,10 @@ torch::Tensor frame_word(torch::Tensor scores, c10::optional<torch::Tensor> w1, 
   return out;
 }
 
-// scores [A, N, B]; AOSM over N with mask keep_an [A, N] or keep_nb [N, B] (at most one). Returns [A, B].
+// scores [A, N, B], multiplied by ``scale`` on load (1/tau); AOSM over N with mask keep_an [A, N] or
+// keep_nb [N, B] (at most one). Returns [A, B] in the scaled units.
 torch::Tensor axis_aosm(torch::Tensor scores, c10::optional<torch::Tensor> mix, c10::optional<torch::Tensor> keep_an,
-                        c10::optional<torch::Tensor> keep_nb) {
+                        c10::optional<torch::Tensor> keep_nb, double scale) {
   TORCH_CHECK(scores.device().is_cpu() && scores.dim() == 3, "axis_aosm: scores must be a CPU tensor [a, n, b]");
   auto s = scores.contiguous();
   const int64_t A = s.size(0), N = s.size(1), B = s.size(2);
@@ -334,11 +335,11 @@ torch::Tensor axis_aosm(torch::Tensor scores, c10::optional<torch::Tensor> mix, 
   TORCH_CHECK(!(an && nb), "axis_aosm: give keep_an or keep_nb, not both");
   auto out = torch::empty({A, B}, s.options().dtype(torch::kFloat));
   if (A * B == 0) return out;
-  dispatch(s, [&](auto ptr) { axis_impl(ptr, A, N, B, m, an, nb, out.data_ptr<float>()); });
+  dispatch(s, [&](auto ptr) { axis_impl(ptr, A, N, B, m, an, nb, static_cast<float>(scale), out.data_ptr<float>()); });
   return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("frame_word", &frame_word, "two-level frame-word AOSM [a, w, f, b] -> [a, b]");
-  m.def("axis_aosm", &axis_aosm, "AOSM over the middle axis [a, n, b] -> [a, b]");
+  m.def("axis_aosm", &axis_aosm, "AOSM over the middle axis [a, n, b] (times scale) -> [a, b]");
 }
