@@ -46,8 +46,7 @@ import numpy as np
 import torch
 
 from xclip_pl.model.features import TextFeatures, VideoFeatures
-from xclip_pl.model.similarity import (DEFAULT_BLOCK_ELEMENTS, DEFAULT_CPU_BLOCK_ELEMENTS, DEFAULT_FUSED_BLOCK_ELEMENTS,
-                                      MultiGrainedSimilarity, block_sizes)
+from xclip_pl.model.similarity import MultiGrainedSimilarity, block_sizes, default_block_elements
 from xclip_pl.model.temporal import TemporalTransformer, l2_normalize, masked_mean
 
 DIM = 512
@@ -216,8 +215,7 @@ def measure(job: dict) -> dict:
         else:
             with torch.no_grad():
                 fused = head.uses_fused_kernel(text.word_emb, job["kernel"])
-            default = DEFAULT_BLOCK_ELEMENTS if device == "cuda" else (  # as XCLIP.similarity
-                DEFAULT_FUSED_BLOCK_ELEMENTS if fused else DEFAULT_CPU_BLOCK_ELEMENTS)
+            default = default_block_elements(text.word_emb, fused)  # as XCLIP.similarity
             max_elements = default if budget is None else int(budget * 2**20) // head.bytes_per_element(dtype, fused)
             ta, tb = block_sizes(case.texts, case.videos, case.words, case.frames, max_elements)
 

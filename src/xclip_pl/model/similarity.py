@@ -50,6 +50,14 @@ DEFAULT_CPU_BLOCK_ELEMENTS = 1 << 20
 DEFAULT_FUSED_BLOCK_ELEMENTS = 1 << 23
 
 
+def default_block_elements(like: Tensor, fused: bool) -> int:
+    """Default frame-word elements per block for features like ``like``: CUDA, fused CPU kernel, or
+    torch ops on CPU."""
+    if like.is_cuda:
+        return DEFAULT_BLOCK_ELEMENTS
+    return DEFAULT_FUSED_BLOCK_ELEMENTS if fused else DEFAULT_CPU_BLOCK_ELEMENTS
+
+
 def attention_over_scores(scores: Tensor, mix: Tensor, temperature: float, mask: Tensor | None = None) -> Tensor:
     """AOSM over the last axis of ``scores`` [..., n]: softmax(s / tau) mixed by ``mix`` [n, n], then the
     weighted sum of the scores. ``mask`` [..., n] (broadcastable) removes positions from the softmax and
@@ -163,7 +171,7 @@ class MultiGrainedSimilarity(nn.Module):
         ta, tb = max(1, min(block_texts, a)), max(1, min(block_videos, b))
         fast = not torch.is_grad_enabled()
         fused = select_kernel(kernel, text.word_emb, fast)  # checks ``kernel`` first
-        mix = self._mixing_matrices(text.word_emb.dtype, fast)
+        mix = self._mixing_matrices(torch.float32 if fused is not None else text.word_emb.dtype, fast)  # kernel: fp32
         local_on_video = b * video.frame_emb.shape[1] < a * text.word_emb.shape[1]  # W_loc on the fewer rows
         prepared = self.prepare_text(text, local=not local_on_video)
         tau = self.temperature
@@ -174,10 +182,9 @@ class MultiGrainedSimilarity(nn.Module):
                 cols.append(torch.cat([_block_logits(prepared[i : i + ta], video_block, mix, logit_scale, tau, False)
                                        for i in range(0, a, ta)], 0))
             return torch.cat(cols, 1)
-        block_fn, padded = _block_logits, False
         if fused is not None:
-            mix = self._mixing_matrices(torch.float32, fast)  # the kernel mixes in fp32
             return fused_blockwise(fused, self, prepared, video, mix, logit_scale, ta, tb, local_on_video)
+        block_fn, padded = _block_logits, False
         if compile and text.word_emb.is_cuda:
             block_fn, padded = _compiled_block_logits(), True
             prepared = _pad_text(prepared, -(-a // ta) * ta)

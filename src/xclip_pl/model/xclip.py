@@ -14,8 +14,7 @@ from transformers import CLIPConfig, CLIPModel
 from .encoders import CLIPTowers
 from .features import TextFeatures, VideoFeatures
 from .presets import build_clip
-from .similarity import (DEFAULT_BLOCK_ELEMENTS, DEFAULT_CPU_BLOCK_ELEMENTS, DEFAULT_FUSED_BLOCK_ELEMENTS, Kernel,
-                         MultiGrainedSimilarity, block_sizes)
+from .similarity import Kernel, MultiGrainedSimilarity, block_sizes, default_block_elements
 from .temporal import TemporalTransformer, l2_normalize, masked_mean
 
 
@@ -134,11 +133,9 @@ class XCLIP(nn.Module):
         """
         head = self.similarity_head
         fused = head.uses_fused_kernel(text.word_emb, kernel)
-        default = DEFAULT_BLOCK_ELEMENTS if text.word_emb.is_cuda else (
-            DEFAULT_FUSED_BLOCK_ELEMENTS if fused else DEFAULT_CPU_BLOCK_ELEMENTS)
         ta, tb = _block_sizes(len(text), len(video), self.max_words, self.max_frames, chunk_size, memory_budget_mb,
-                              head.bytes_per_element(text.word_emb.dtype, fused), default)
-        return self.similarity_head.blockwise(text, video, self.logit_scale, ta, tb, compile=compile, kernel=kernel)
+                              head.bytes_per_element(text.word_emb.dtype, fused), default_block_elements(text.word_emb, fused))
+        return head.blockwise(text, video, self.logit_scale, ta, tb, compile=compile, kernel=kernel)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, pixel_values: Tensor, frame_mask: Tensor) -> Tensor:
         """Logits [a, b] between a batch of captions and a batch of videos."""
