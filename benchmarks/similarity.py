@@ -15,7 +15,8 @@ matrices are identity plus small noise (so no mix is skipped as an identity).
 
 The engine is ``XCLIP.similarity``'s: on CPU by default (``--kernel auto``) the fused C++ AOSM kernel
 (built on first use, before timing) with its default 2^23-element blocks; ``--kernel torch`` times the
-tensor-op implementation (2^20-element CPU blocks), ``--kernel fused,torch`` both in one run.
+tensor-op implementation (2^20-element CPU blocks), ``--kernel fused,torch`` both in one run. On CUDA
+``--kernel fused`` times the Triton kernels (compile on/off does not apply to them).
 
 Usage::
 
@@ -210,11 +211,11 @@ def measure(job: dict) -> dict:
     budget = job.get("budget_mb")
     temporal = make_temporal(device) if job.get("temporal") else None
     if job["kind"] == "engine":
+        with torch.no_grad():
+            fused = head.uses_fused_kernel(text.word_emb, job["kernel"])
         if job.get("chunk"):
             ta = tb = job["chunk"]
         else:
-            with torch.no_grad():
-                fused = head.uses_fused_kernel(text.word_emb, job["kernel"])
             default = default_block_elements(text.word_emb, fused)  # as XCLIP.similarity
             max_elements = default if budget is None else int(budget * 2**20) // head.bytes_per_element(dtype, fused)
             ta, tb = block_sizes(case.texts, case.videos, case.words, case.frames, max_elements)
@@ -376,7 +377,8 @@ def main(argv: list[str] | None = None) -> None:
             label = _fmt_time(t) + ("" if rows == 40 else f" (extrapolated from {rows}/40 rows)")
             base = (t, label, r["peak_mib"])
         for dtype in dtypes:
-            for compile_, kernel in [(c, k) for c in compile_modes for k in args.kernel.split(",")]:
+            for compile_, kernel in [(c, k) for c in compile_modes for k in args.kernel.split(",")
+                                     if not (c and k == "fused")]:  # compile does not apply to the fused kernels
                 for budget in budgets:
                     job = {"kind": "engine", "device": args.device, "case": asdict(case), "dtype": dtype, "compile": compile_,
                            "kernel": kernel,
@@ -384,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
                            "temporal": args.reference_temporal}
                     r = run_job(job)
                     t = statistics.median(r["times"])
-                    engine = ("fused kernel" if r["fused"] else "compiled" if compile_ else "eager") + (
+                    engine = (("triton kernels" if gpu else "fused kernel") if r["fused"] else "compiled" if compile_ else "eager") + (
                         "" if budget is None else f", {budget:.0f} MiB budget")
                     if args.chunk_size:
                         engine += f", chunk {args.chunk_size}"

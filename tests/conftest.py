@@ -12,6 +12,11 @@ import torch  # noqa: E402
 
 torch.set_num_threads(2)
 
+# Without a GPU the Triton kernels run in Triton's interpreter (tests/test_triton_kernel.py); the choice
+# is read when triton is first imported, so it is made here, before any test imports it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture(autouse=True)
 def _seed():

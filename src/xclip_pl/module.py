@@ -63,7 +63,8 @@ class XCLIPRetrieval(pl.LightningModule):
         eval_compile: run the evaluation similarity blocks through ``torch.compile`` (CUDA only).
         eval_kernel: AOSM implementation at evaluation: ``auto`` = the fused C++ kernel on CPU (built on
             first use, ~20 s once per machine; falls back to torch ops with a warning if it cannot be
-            built), ``torch`` = tensor ops everywhere, ``fused`` = the CPU kernel or an error. Same values.
+            built) and tensor ops on GPUs, ``torch`` = tensor ops everywhere, ``fused`` = the CPU kernel on
+            CPU and the Triton kernels on GPUs (not yet timed on a GPU), or an error. Same values.
         ties: how a ground-truth score tied with others is ranked (``pessimistic``, ``optimistic``, ``mean``).
         encode_padded_frames: run CLIP on padded frame slots as mean-colour images (reference: true);
             false skips them (zero features; meant for ``mask_padding: true``).

@@ -1,6 +1,7 @@
-"""The fused CPU path of :meth:`MultiGrainedSimilarity.blockwise` (no gradients): which AOSM
-implementation runs, and the block loop around the C++ kernel (``kernels/aosm_cpu.cpp``, loaded by
-:mod:`xclip_pl.model.cpu_kernel`). Same values as the torch path up to float rounding."""
+"""The fused paths of :meth:`MultiGrainedSimilarity.blockwise` (no gradients): which AOSM
+implementation runs, and the block loops around the C++ CPU kernel (``kernels/aosm_cpu.cpp``, loaded
+by :mod:`xclip_pl.model.cpu_kernel`) and the Triton GPU kernels (:mod:`xclip_pl.model.triton_kernel`).
+Same values as the torch path up to float rounding."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
@@ -17,17 +18,25 @@ Kernel = Literal["auto", "torch", "fused"]
 
 
 def select_kernel(kernel: Kernel, like: Tensor, fast: bool):
-    """The compiled CPU kernel module when ``kernel`` asks for it and it can run, else ``None``."""
+    """The fused kernel module for features like ``like`` when ``kernel`` asks for it and it can run, else
+    ``None``: the C++ module on CPU, :mod:`.triton_kernel` on CUDA. ``auto`` picks the CPU kernel only;
+    the Triton kernels run where ``fused`` is asked for (they have not been timed on a GPU yet, so
+    ``auto`` keeps the torch path there)."""
     if kernel not in ("auto", "torch", "fused"):
         raise ValueError(f"kernel must be 'auto', 'torch' or 'fused', got {kernel!r}")
     if kernel == "torch" or (kernel == "auto" and (like.device.type != "cpu" or not fast or like.dtype == torch.float64)):
         return None
-    if kernel == "fused":
-        if like.device.type != "cpu" or not fast:
-            raise ValueError("kernel='fused' runs on CPU features without gradients (wrap the call in torch.no_grad()); "
-                             "use kernel='auto' or 'torch' elsewhere")
-        if like.dtype == torch.float64:
-            raise ValueError("kernel='fused' takes float32, bfloat16 or float16 features, not float64")
+    if not fast or like.device.type not in ("cpu", "cuda"):
+        raise ValueError("kernel='fused' runs on CPU or CUDA features without gradients (wrap the call in "
+                         "torch.no_grad()); use kernel='auto' or 'torch' elsewhere")
+    if like.dtype == torch.float64:
+        raise ValueError("kernel='fused' takes float32, bfloat16 or float16 features, not float64")
+    if like.is_cuda:
+        try:
+            from . import triton_kernel
+        except ImportError as err:
+            raise RuntimeError(f"kernel='fused' on CUDA needs Triton ({err}); install triton or use kernel='torch'") from err
+        return triton_kernel
     from . import cpu_kernel
 
     module = cpu_kernel.load()
@@ -77,3 +86,53 @@ def _frame_word(module, text: PreparedText, video: PreparedVideo, mix: tuple[Ten
     b = video.video.shape[0]
     fine = (text.word_local.reshape(a * w, d) @ video.frame_local.t()).view(a, w, -1, b)  # M / tau: [a, w, f, b]
     return module.frame_word(fine, *mix[2:], text.word_mask, video.frame_mask)
+
+
+def triton_blockwise(module, head: MultiGrainedSimilarity, text: PreparedText, video: VideoFeatures,
+                     mix: tuple[Tensor | None, ...], logit_scale: Tensor, ta: int, tb: int, local_on_video: bool) -> Tensor:
+    """:meth:`MultiGrainedSimilarity.blockwise` without gradients with the Triton kernels (``module`` is
+    :mod:`.triton_kernel`; CUDA, or CPU tensors under Triton's interpreter). Per block: three GEMMs in the
+    features' dtype, the frame-word scores laid out [texts, words, videos, frames], then five kernels
+    that add each term into the block's fp32 logits."""
+    a, b = len(text), len(video)
+    words, frames = text.word.shape[1], video.frame_emb.shape[1]
+    tau, inv_tau = head.temperature, 1.0 / head.temperature
+    scale = logit_scale.float().exp() * 0.25
+    fp32_mix = module._mix_in_fp32(mix, text.word.dtype)
+    wp, fp = module._pow2(words), module._pow2(frames)
+    w_wl, f_fl, w1, f1, f2, w2 = (module.padded_matrix(m, n) for m, n in zip(mix, (wp, fp, wp, fp, fp, wp)))
+    out = torch.empty(a, b, dtype=torch.float32, device=text.word.device)
+    for j in range(0, b, tb):
+        block = video[j : j + tb]
+        nb = len(block)
+        vid, frame = block.video_emb, block.frame_emb.reshape(nb * frames, -1)  # frame k of video v at row v * f + k
+        frame_local = _project_local(head, frame) if local_on_video else frame
+        frame_keep = block.frame_mask.bool() if head.mask_padding else None  # [b, f]
+        for i in range(0, a, ta):
+            t = text[i : i + ta]
+            na = len(t)
+            block_out = out[i : i + ta, j : j + tb]
+            block_out.copy_(t.sentence_global @ vid.t())  # video-sentence
+            word_keep = t.word_mask  # [a, w] or None
+            word_video = (t.word.reshape(na * words, -1) @ vid.t()).view(na, words, nb)
+            module.axis_aosm(block_out, word_video, w_wl, None if word_keep is None else word_keep[:, :, None],
+                             inv_tau, tau, fp32_mix)
+            sent_frame = (t.sentence @ frame.t()).view(na, nb, frames).transpose(1, 2)  # [a, f, b] view
+            module.axis_aosm(block_out, sent_frame, f_fl, None if frame_keep is None else frame_keep.t()[None],
+                             inv_tau, tau, fp32_mix)
+            fine = (t.word_local.reshape(na * words, -1) @ frame_local.t()).view(na, words, nb, frames)  # M / tau
+            per_frame, per_word = module.frame_word_level1(fine, w1, f1, word_keep, frame_keep, fp32_mix)
+            del fine
+            module.axis_aosm(block_out, per_frame, f2, None if frame_keep is None else frame_keep.t()[None],
+                             1.0, 0.5 * tau, fp32_mix)
+            module.axis_aosm(block_out, per_word, w2, None if word_keep is None else word_keep[:, :, None],
+                             1.0, 0.5 * tau, fp32_mix)
+            block_out.mul_(scale)
+    return out
+
+
+def _project_local(head: MultiGrainedSimilarity, frame: Tensor) -> Tensor:
+    """``frame W_loc^T / tau`` (rows any order), as :meth:`MultiGrainedSimilarity.prepare_video` does."""
+    from .similarity import _acc_dtype, _project
+
+    return _project(frame, head._local_matrix(_acc_dtype(frame.dtype)).t())

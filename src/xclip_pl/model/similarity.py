@@ -29,6 +29,9 @@ How the engine computes it (same values as the formulas above, up to float round
   (``kernels/aosm_cpu.cpp``, built on first use; the block loop around it is :mod:`.fused`): it reads
   the frame-word scores once, 16 videos at a time, and computes both level-1 and both level-2
   reductions in registers (``kernel="auto"``).
+* On CUDA without gradients ``kernel="fused"`` runs them in Triton kernels (:mod:`.triton_kernel`):
+  one kernel reads each text's frame-word tile once for both level-1 reductions, one kernel per
+  single-axis AOSM adds each remaining term into the block's logits.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from .features import TextFeatures, VideoFeatures
-from .fused import Kernel, fused_blockwise, select_kernel
+from .fused import Kernel, fused_blockwise, select_kernel, triton_blockwise
 
 #: Default frame-word elements per block on CUDA (about 3 GiB of temporaries for fp32 features, 2 GiB
 #: for bf16: large blocks keep the GPU from being launch-bound, benchmarks/RESULTS.md) and on CPU,
@@ -183,7 +186,8 @@ class MultiGrainedSimilarity(nn.Module):
                                        for i in range(0, a, ta)], 0))
             return torch.cat(cols, 1)
         if fused is not None:
-            return fused_blockwise(fused, self, prepared, video, mix, logit_scale, ta, tb, local_on_video)
+            run = triton_blockwise if _is_triton(fused) else fused_blockwise
+            return run(fused, self, prepared, video, mix, logit_scale, ta, tb, local_on_video)
         block_fn, padded = _block_logits, False
         if compile and text.word_emb.is_cuda:
             block_fn, padded = _compiled_block_logits(), True
@@ -282,6 +286,10 @@ def _project(x: Tensor, mat: Tensor) -> Tensor:
     for i in range(0, flat.shape[0], PROJECT_ROWS):
         out[i : i + PROJECT_ROWS] = flat[i : i + PROJECT_ROWS].to(mat.dtype) @ mat
     return out.view(*x.shape[:-1], mat.shape[1])
+
+
+def _is_triton(module) -> bool:
+    return getattr(module, "__name__", "").endswith(".triton_kernel")
 
 
 def _is_identity(m: Tensor) -> bool:

@@ -128,8 +128,10 @@ class XCLIP(nn.Module):
         (2^20) with torch ops on CPU. Any block size gives the same values up to
         float rounding. ``compile`` runs the block function through ``torch.compile`` (CUDA, no grad).
         ``kernel``: ``"auto"`` runs the AOSM reductions in the fused C++ kernel on CPU without gradients
-        (built on first use, ~20 s once per machine; torch ops where it cannot build), ``"torch"`` never,
-        ``"fused"`` always (an error where it cannot).
+        (built on first use, ~20 s once per machine; torch ops where it cannot build) and torch ops on
+        GPUs, ``"torch"`` never uses a fused kernel, ``"fused"`` always (an error where it cannot): the
+        C++ kernel on CPU, the Triton kernels on CUDA (``model/triton_kernel.py``; not yet timed on a GPU,
+        which is why ``auto`` does not pick them there).
         """
         head = self.similarity_head
         fused = head.uses_fused_kernel(text.word_emb, kernel)
