@@ -43,9 +43,8 @@ def _pow2(n: int, floor: int = 16) -> int:
 
 def _mix_in_fp32(mats: tuple[Tensor | None, ...], dtype: torch.dtype) -> bool:
     """Exact fp32 mixes for fp32 features, or when a mixing matrix does not fit fp16's range."""
-    if dtype == torch.float32:
-        return True
-    return any(m is not None and float(m.abs().max()) > FP16_MIX_LIMIT for m in mats)
+    present = [m.detach().abs().max() for m in mats if m is not None]
+    return dtype == torch.float32 or (bool(present) and float(torch.stack(present).max()) > FP16_MIX_LIMIT)  # one sync
 
 
 @triton.jit
