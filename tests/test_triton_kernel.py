@@ -36,9 +36,10 @@ def _run_triton(monkeypatch, module, head, text, video, scale, ta, tb):
 
 
 @pytest.mark.parametrize("mask_padding", [False, True])
-@pytest.mark.parametrize("shape", [(3, 19, 7, 5), (5, 4, 3, 9)])  # W_loc on the video side, then the text side
-def test_triton_equals_torch_fp32(interpreted, monkeypatch, mask_padding, shape):
+@pytest.mark.parametrize("shape,local_on_video", [((9, 5, 7, 3), True), ((3, 19, 7, 5), False)], ids=["W_loc-on-frames", "W_loc-on-words"])
+def test_triton_equals_torch_fp32(interpreted, monkeypatch, mask_padding, shape, local_on_video):
     a, b, words, frames = shape
+    assert (b * frames < a * words) == local_on_video  # blockwise puts W_loc on the side with fewer rows
     head = make_head(words, frames, 16, mask_padding, tau=0.05).float()
     text, video = random_features(a, b, words, frames, 16)
     scale = torch.tensor(math.log(20.0))
