@@ -106,7 +106,7 @@ def triton_blockwise(module, head: MultiGrainedSimilarity, text: PreparedText, v
         block = video[j : j + tb]
         nb = len(block)
         vid, frame = block.video_emb, block.frame_emb.reshape(nb * frames, -1)  # frame k of video v at row v * f + k
-        frame_local = _project_local(head, frame) if local_on_video else frame
+        frame_local = head.project_frames(frame) if local_on_video else frame
         frame_keep = block.frame_mask.bool() if head.mask_padding else None  # [b, f]
         for i in range(0, a, ta):
             t = text[i : i + ta]
@@ -130,9 +130,3 @@ def triton_blockwise(module, head: MultiGrainedSimilarity, text: PreparedText, v
             block_out.mul_(scale)
     return out
 
-
-def _project_local(head: MultiGrainedSimilarity, frame: Tensor) -> Tensor:
-    """``frame W_loc^T / tau`` (rows any order), as :meth:`MultiGrainedSimilarity.prepare_video` does."""
-    from .similarity import _acc_dtype, _project
-
-    return _project(frame, head._local_matrix(_acc_dtype(frame.dtype)).t())

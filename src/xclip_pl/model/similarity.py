@@ -244,9 +244,13 @@ class MultiGrainedSimilarity(nn.Module):
             mask = torch.cat([mask, mask.new_ones(extra, mask.shape[1])])
         b, f, d = frame.shape
         frames_first = frame.transpose(0, 1).reshape(f * b, d)
-        acc = _acc_dtype(frame.dtype)
-        frame_local = _project(frames_first, self._local_matrix(acc).t()) if local else frames_first
+        frame_local = self.project_frames(frames_first) if local else frames_first
         return PreparedVideo(vid, frames_first, mask.t() if self.mask_padding else None, frame_local)
+
+    def project_frames(self, frame: Tensor) -> Tensor:
+        """``frame W_loc^T / tau`` over the last axis (rows in any order), computed in at least fp32 and
+        returned in ``frame``'s dtype."""
+        return _project(frame, self._local_matrix(_acc_dtype(frame.dtype)).t())
 
     def _mixing_matrices(self, dtype: torch.dtype, fast: bool) -> tuple[Tensor | None, ...]:
         """(W_wl, W_fl, W_w1, W_f1, W_f2, W_w2): the frame-word level-1 mixes in the features' dtype (they

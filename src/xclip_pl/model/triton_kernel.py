@@ -18,6 +18,11 @@ Triton is imported on first use. Tests run these kernels on CPU tensors in Trito
 """
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import tempfile
+
 import torch
 from torch import Tensor
 
@@ -48,26 +53,19 @@ def _mix_in_fp32(mats: tuple[Tensor | None, ...], dtype: torch.dtype) -> bool:
 
 
 @triton.jit
-def _mix(e, mat_ptr, NP: tl.constexpr, FP32_MIX: tl.constexpr):
-    """``e @ W`` for ``e`` [R, NP] fp32 and the mixing matrix at ``mat_ptr`` ([NP, NP] fp32, zero-padded)."""
+def _mix(e, mat_ptr, NP: tl.constexpr, FP32_MIX: tl.constexpr, LEFT: tl.constexpr):
+    """The mix of unnormalised softmax weights ``e`` by the mixing matrix W at ``mat_ptr`` ([NP, NP] fp32,
+    zero-padded): ``W^T @ e`` for ``e`` [NP, C] when ``LEFT`` (the mixed axis is e's first), else
+    ``e @ W`` for ``e`` [R, NP]."""
     rows = tl.arange(0, NP)
-    mat = tl.load(mat_ptr + rows[:, None] * NP + rows[None, :])
-    if FP32_MIX:
-        mixed = tl.dot(e, mat, input_precision="ieee")
+    if LEFT:
+        lhs, rhs = tl.load(mat_ptr + rows[None, :] * NP + rows[:, None]), e  # W^T
     else:
-        mixed = tl.dot(e.to(tl.float16), mat.to(tl.float16))
-    return mixed
-
-
-@triton.jit
-def _mix_t(e, mat_ptr, NP: tl.constexpr, FP32_MIX: tl.constexpr):
-    """``W^T @ e`` for ``e`` [NP, C] fp32 and the mixing matrix at ``mat_ptr`` ([NP, NP] fp32, zero-padded)."""
-    rows = tl.arange(0, NP)
-    mat_t = tl.load(mat_ptr + rows[None, :] * NP + rows[:, None])  # W^T
+        lhs, rhs = e, tl.load(mat_ptr + rows[:, None] * NP + rows[None, :])
     if FP32_MIX:
-        mixed = tl.dot(mat_t, e, input_precision="ieee")
+        mixed = tl.dot(lhs, rhs, input_precision="ieee")
     else:
-        mixed = tl.dot(mat_t.to(tl.float16), e.to(tl.float16))
+        mixed = tl.dot(lhs.to(tl.float16), rhs.to(tl.float16))
     return mixed
 
 
@@ -107,7 +105,7 @@ def _level1_kernel(
     weight = tl.exp2((logit - tl.max(logit, axis=0)[None, :, :]) * _LOG2E)  # [WP, BB, FP]
     total = tl.sum(weight, axis=0)  # [BB, FP]
     if HAS_W1:
-        weight = tl.reshape(_mix_t(tl.reshape(weight, (WP, BB * FP)), w1_ptr, WP, FP32_MIX), (WP, BB, FP))
+        weight = tl.reshape(_mix(tl.reshape(weight, (WP, BB * FP)), w1_ptr, WP, FP32_MIX, True), (WP, BB, FP))
     per_frame = tl.sum(tl.where(keep, score, 0.0) * weight, axis=0) / total  # [BB, FP]
     out = text64 * FRAMES * n_videos + frame[None, :] * n_videos + video[:, None]
     tl.store(per_frame_ptr + out, per_frame, mask=in_video[:, None] & in_frame[None, :])
@@ -122,7 +120,7 @@ def _level1_kernel(
     weight = tl.exp2((logit - tl.max(logit, axis=2)[:, :, None]) * _LOG2E)
     total = tl.sum(weight, axis=2)  # [WP, BB]
     if HAS_F1:
-        weight = tl.reshape(_mix(tl.reshape(weight, (WP * BB, FP)), f1_ptr, FP, FP32_MIX), (WP, BB, FP))
+        weight = tl.reshape(_mix(tl.reshape(weight, (WP * BB, FP)), f1_ptr, FP, FP32_MIX, False), (WP, BB, FP))
     per_word = tl.sum(tl.where(keep, score, 0.0) * weight, axis=2) / total  # [WP, BB]
     out = text64 * WORDS * n_videos + word[:, None] * n_videos + video[None, :]
     tl.store(per_word_ptr + out, per_word, mask=in_word[:, None] & in_video[None, :])
@@ -149,7 +147,7 @@ def _axis_kernel(
     weight = tl.exp2((logit - tl.max(logit, axis=1)[:, None]) * _LOG2E)
     total = tl.sum(weight, axis=1)
     if HAS_MIX:
-        weight = _mix(weight, mix_ptr, NP, FP32_MIX)
+        weight = _mix(weight, mix_ptr, NP, FP32_MIX, False)
     result = tl.sum(tl.where(keep, x, 0.0) * weight, axis=1) / total  # [BB]
     out_at = out_ptr + a * soa + b * sob
     tl.store(out_at, tl.load(out_at, mask=in_b, other=0.0) + coef * result, mask=in_b)
@@ -237,7 +235,6 @@ def compile_for_gpu(words: int, frames: int, videos: int, dtype: torch.dtype, ca
     kernel's registers per thread, spilled bytes (``local``), shared memory and warps, read from the cubin.
     Raises the compiler's error where a kernel does not compile."""
     from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     target = GPUTarget("cuda", capability, 32)
     fp32_mix = dtype == torch.float32
@@ -259,11 +256,7 @@ def compile_for_gpu(words: int, frames: int, videos: int, dtype: torch.dtype, ca
 
 
 def _compile(fn, signature: dict, constexprs: dict, warps: int, target) -> dict[str, int]:
-    import os
-    import re
-    import subprocess
-    import tempfile
-
+    """Compile one kernel for ``target``; its resource usage from the cubin."""
     from triton.compiler import ASTSource
 
     signature = {**signature, **{name: "constexpr" for name in constexprs}}
