@@ -98,8 +98,8 @@ def triton_blockwise(module, head: MultiGrainedSimilarity, text: PreparedText, v
     words, frames = text.word.shape[1], video.frame_emb.shape[1]
     tau, inv_tau = head.temperature, 1.0 / head.temperature
     scale = logit_scale.float().exp() * 0.25
-    fp32_mix = module._mix_in_fp32(mix, text.word.dtype)
-    wp, fp = module._pow2(words), module._pow2(frames)
+    fp32_mix = module.use_fp32_mix(mix, text.word.dtype)
+    wp, fp = module.padded_size(words), module.padded_size(frames)
     w_wl, f_fl, w1, f1, f2, w2 = (module.padded_matrix(m, n) for m, n in zip(mix, (wp, fp, wp, fp, fp, wp)))
     out = torch.empty(a, b, dtype=torch.float32, device=text.word.device)
     for j in range(0, b, tb):

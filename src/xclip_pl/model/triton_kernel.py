@@ -13,8 +13,9 @@ exact fp32 (``input_precision="ieee"``) for fp32 features.
   with a coefficient into an ``[A, B]`` output: the video-word and sentence-frame terms and both
   level-2 reductions of the frame-word term.
 
-Triton is imported on first use. Tests run these kernels on CPU tensors in Triton's interpreter
-(``TRITON_INTERPRET=1`` set before this module is imported).
+This module, and Triton with it, is imported only when ``kernel="fused"`` runs on CUDA features. Tests
+run these kernels on CPU tensors in Triton's interpreter (``TRITON_INTERPRET=1`` set before triton is
+first imported).
 """
 from __future__ import annotations
 
@@ -41,15 +42,17 @@ _LOG2E = tl.constexpr(1.4426950408889634)
 _NEG = tl.constexpr(-1.0e30)  # masked logits: exp2((NEG - max) * log2 e) == 0
 
 
-def _pow2(n: int, floor: int = 16) -> int:
+def padded_size(n: int, floor: int = 16) -> int:
     """Smallest power of two >= n and >= floor (Triton tiles are powers of two; tl.dot needs >= 16)."""
     return max(floor, triton.next_power_of_2(n))
 
 
-def _mix_in_fp32(mats: tuple[Tensor | None, ...], dtype: torch.dtype) -> bool:
+def use_fp32_mix(mats: tuple[Tensor | None, ...], dtype: torch.dtype) -> bool:
     """Exact fp32 mixes for fp32 features, or when a mixing matrix does not fit fp16's range."""
+    if dtype == torch.float32:
+        return True
     present = [m.detach().abs().max() for m in mats if m is not None]
-    return dtype == torch.float32 or (bool(present) and float(torch.stack(present).max()) > FP16_MIX_LIMIT)  # one sync
+    return bool(present) and float(torch.stack(present).max()) > FP16_MIX_LIMIT  # one host sync
 
 
 @triton.jit
@@ -155,13 +158,13 @@ def _axis_kernel(
 
 def axis_config(n: int) -> tuple[int, int]:
     """(padded axis length, rows per program) of :func:`axis_aosm` over an axis of length ``n``."""
-    n_pad = _pow2(n)
+    n_pad = padded_size(n)
     return n_pad, max(16, min(64, TILE_ELEMENTS // (2 * n_pad)))
 
 
 def level1_config(words: int, frames: int, videos: int) -> tuple[int, int, int]:
     """(padded words, padded frames, videos per program) of :func:`frame_word_level1`."""
-    wp, fp = _pow2(words), _pow2(frames)
+    wp, fp = padded_size(words), padded_size(frames)
     return wp, fp, max(1, min(triton.next_power_of_2(videos), TILE_ELEMENTS // (wp * fp)))
 
 
