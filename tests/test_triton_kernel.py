@@ -36,10 +36,13 @@ def _run_triton(monkeypatch, module, head, text, video, scale, ta, tb):
 
 
 @pytest.mark.parametrize("mask_padding", [False, True])
-@pytest.mark.parametrize("shape,local_on_video", [((9, 5, 7, 3), True), ((3, 19, 7, 5), False)], ids=["W_loc-on-frames", "W_loc-on-words"])
+@pytest.mark.parametrize("shape,local_on_video", [((9, 5, 7, 3), True), ((3, 19, 7, 5), False), ((2, 5, 40, 20), False)],
+                         ids=["W_loc-on-frames", "W_loc-on-words", "long-axes"])  # long: 4 videos per level-1 program
 def test_triton_equals_torch_fp32(interpreted, monkeypatch, mask_padding, shape, local_on_video):
     a, b, words, frames = shape
     assert (b * frames < a * words) == local_on_video  # blockwise puts W_loc on the side with fewer rows
+    if words > 32:  # padded to 64 words x 32 frames: fewer than 16 videos per level-1 program
+        assert interpreted.level1_config(words, frames, b)[2] < 16
     head = make_head(words, frames, 16, mask_padding, tau=0.05).float()
     text, video = random_features(a, b, words, frames, 16)
     scale = torch.tensor(math.log(20.0))
