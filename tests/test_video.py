@@ -24,10 +24,11 @@ def read_index(frame: np.ndarray) -> int:
 
 
 def write_index_clip(path: Path, num_frames: int, rate: int = 10, codec: str = "libx264",
-                     size: tuple[int, int] = (64, 48), pts_ms: list[int] | None = None) -> Path:
-    """A clip whose frame i is a flat index_colour(i); optional explicit timestamps in ms (VFR)."""
+                     size: tuple[int, int] = (64, 48), pts_ms: list[int] | None = None, preset: str = "ultrafast") -> Path:
+    """A clip whose frame i is a flat index_colour(i); optional explicit timestamps in ms (VFR). x264's
+    ``ultrafast`` preset writes no B-frames, ``medium`` (its default) does."""
     width, height = size
-    options = {"crf": "12", "preset": "ultrafast"} if codec == "libx264" else {"crf": "20", "b": "0"}
+    options = {"crf": "12", "preset": preset} if codec == "libx264" else {"crf": "20", "b": "0"}
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=rate, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -162,10 +163,15 @@ def test_unknown_duration_scans_packets(ten_second_clip: Path, monkeypatch: pyte
     assert kept_indices(frames, frame_mask) == [0, 30, 60, 90]
 
 
-def test_header_duration_too_long_is_corrected(ten_second_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _claim_duration(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Make every stream header claim ``seconds`` of video."""
     original = video._stream_timing
     monkeypatch.setattr(video, "_stream_timing",
-                        lambda c, s: video._StreamTiming(original(c, s).origin, 25.0, original(c, s).frame_interval))
+                        lambda c, s: video._StreamTiming(original(c, s).origin, seconds, original(c, s).frame_interval))
+
+
+def test_header_duration_too_long_is_corrected(ten_second_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _claim_duration(monkeypatch, 25.0)
     frames, frame_mask = decode_clip(ten_second_clip, max_frames=4, image_size=16)
     assert kept_indices(frames, frame_mask) == [0, 30, 60, 90]
 
@@ -209,3 +215,120 @@ def test_bad_arguments_are_value_errors(ten_second_clip: Path) -> None:
         decode_clip(ten_second_clip, max_frames=0, image_size=16)
     with pytest.raises(ValueError):
         decode_clip(ten_second_clip, max_frames=4, image_size=16, sampling="random")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ skipping non-reference frames
+def _decoded_frame_count(path: Path, skip_frame: str) -> int:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = skip_frame
+        return sum(1 for _ in container.decode(stream))
+
+
+@pytest.fixture(scope="module")
+def b_frame_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 s at 10 fps with x264's default B-frames, some of which nothing references."""
+    path = write_index_clip(tmp_path_factory.mktemp("clips") / "bframes.mp4", num_frames=100, preset="medium")
+    assert _decoded_frame_count(path, "NONREF") < _decoded_frame_count(path, "DEFAULT") == 100
+    return path
+
+
+def _decode_both(monkeypatch: pytest.MonkeyPatch, path: Path, **kwargs) -> tuple[tuple, tuple, list[int]]:
+    """decode_clip with and without skipping, and how many frames each decoded."""
+    counts = []
+    original = video._frame_time
+    for skip in (True, False):
+        calls = []
+        monkeypatch.setattr(video, "SKIP_NONREF", skip)
+        monkeypatch.setattr(video, "_frame_time", lambda *a: calls.append(1) or original(*a))
+        result = decode_clip(path, image_size=16, **kwargs)
+        counts.append(len(calls))
+        if skip:
+            skipped = result
+        else:
+            full = result
+    return skipped, full, counts
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(max_frames=4), dict(max_frames=10, sampling="head"), dict(max_frames=3, sampling="tail"),
+    dict(max_frames=6, fps=2.0), dict(max_frames=4, start=2, end=7),
+])
+def test_skipping_nonreference_frames_keeps_the_same_frames(b_frame_clip: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           kwargs: dict) -> None:
+    skipped, full, (skipped_count, full_count) = _decode_both(monkeypatch, b_frame_clip, **kwargs)
+    np.testing.assert_array_equal(skipped[0], full[0])
+    np.testing.assert_array_equal(skipped[1], full[1])
+    assert skipped_count < full_count  # frames were really left undecoded
+
+
+def test_skipping_expected_frames(b_frame_clip: Path) -> None:
+    frames, frame_mask = decode_clip(b_frame_clip, max_frames=4, image_size=16)
+    assert kept_indices(frames, frame_mask) == [0, 30, 60, 90]
+
+
+def test_header_too_long_with_b_frames(b_frame_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header that claims 25 s (targets past the end): same frames with and without skipping."""
+    _claim_duration(monkeypatch, 25.0)
+    skipped, full, _ = _decode_both(monkeypatch, b_frame_clip, max_frames=4)
+    np.testing.assert_array_equal(skipped[0], full[0])
+    assert kept_indices(*skipped) == [0, 30, 60, 90]
+
+
+class _FakeFrame:
+    def __init__(self, index: int) -> None:
+        self.index, self.time = index, index / 10
+
+    def to_image(self):
+        from PIL import Image
+
+        return Image.new("RGB", (16, 16), index_colour(self.index))
+
+
+class _FakeStream:
+    """Ten frames at 10 fps in display order; odd frames are non-reference (dropped under NONREF)."""
+
+    time_base = Fraction(1, 10)
+
+    def __init__(self) -> None:
+        self.codec_context = type("Codec", (), {"skip_frame": "DEFAULT"})()
+        self.decoded: list[int] = []
+
+    def packets(self):
+        for index in range(10):
+            yield type("Packet", (), {"pts": index, "decode": lambda _, i=index: self._decode(i)})()
+
+    def _decode(self, index: int) -> list[_FakeFrame]:
+        if index % 2 and self.codec_context.skip_frame == "NONREF":
+            return []
+        self.decoded.append(index)
+        return [_FakeFrame(index)]
+
+
+def _grab(targets: list[float], skip: bool) -> tuple[list[np.ndarray], list[int]]:
+    stream = _FakeStream()
+    container = type("Container", (), {"demux": lambda _, s: s.packets()})()
+    timing = video._StreamTiming(origin=0.0, duration=1.0, frame_interval=0.1)
+    return video._grab_frames(container, stream, timing, targets, 16, skip_nonref=skip), stream.decoded
+
+
+def test_skip_decisions_on_a_known_stream() -> None:
+    """Non-reference packets before the next target's window are dropped, the one a target needs is not;
+    if the stream ends with a skipped frame where the last frame is needed, the pass is given up."""
+    kept, decoded = _grab([0.0, 0.5, 0.9], skip=True)
+    assert decoded == [0, 2, 4, 5, 6, 8, 9]  # 5 and 9 are targets; 1, 3 and 7 were never decoded
+    assert [read_index(frame) for frame in kept] == [0, 5, 9]
+    full, _ = _grab([0.0, 0.5, 0.9], skip=False)
+    np.testing.assert_array_equal(np.stack(kept), np.stack(full))
+    with pytest.raises(video._NeedsFullDecode):  # 1.05 s: past the end, the last frame (9, skipped) is due
+        _grab([0.0, 1.05], skip=True)
+    kept, _ = _grab([0.0, 1.05], skip=False)
+    assert [read_index(frame) for frame in kept] == [0, 9]
+
+
+def test_skipping_with_variable_frame_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    times_ms = [500 * k for k in range(10)] + [5000 + 50 * k for k in range(100)]
+    path = write_index_clip(tmp_path / "vfr.mp4", num_frames=len(times_ms), pts_ms=times_ms, preset="medium")
+    skipped, full, (skipped_count, full_count) = _decode_both(monkeypatch, path, max_frames=10, sampling="head")
+    np.testing.assert_array_equal(skipped[0], full[0])
+    assert [times_ms[i] for i in kept_indices(*skipped)] == list(range(0, 10_000, 1000))

