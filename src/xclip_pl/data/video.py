@@ -176,6 +176,7 @@ def _grab_frames(
     if origin is not None and targets[0] - half > timing.frame_interval:
         _seek_before(container, stream, origin + targets[0] - half)
     codec = stream.codec_context
+    skip_nonref = skip_nonref and hasattr(codec, "skip_frame")  # a PyAV without the setting decodes everything
     kept: list[np.ndarray] = []
     last_frame, last_time = None, None
     skipped_until = None  # latest time of a skipped packet
