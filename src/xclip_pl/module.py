@@ -15,7 +15,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
-from .distributed import all_gather_uneven, world
+from .distributed import all_gather_no_grad, all_gather_uneven, world
 from .fidelity import (BertAdam, ClipDtype, GatherGrad, LrSchedule, NoDecay, OptimizerName, cast_towers_fp16,
                        feature_gather, freeze_clip_layers, reference_parameter_groups, reference_warmup_cosine)
 from .evaluation import EvalBuffer, format_metric_table
@@ -57,6 +57,9 @@ class XCLIPRetrieval(pl.LightningModule):
         max_logit_scale: ``logit_scale`` is clamped to this after every step (ln 100).
         local_loss: each rank scores only its own rows and columns of the global logits (same gradients,
             ~2/W of the AOSM work); false computes the full global matrix on every rank, as the reference.
+        false_negative_mask: leave a pair's other captions of the same video (and those captions' copies of
+            the video) out of its softmax denominators. Multi-caption datasets (MSR-VTT, MSVD) put several
+            pairs of one video in a batch, which the reference contrasts as negatives (false: reference).
         eval_chunk_size: texts and videos per similarity block at evaluation (None: automatic, bounded memory).
         eval_dtype: dtype of the features in the evaluation similarity (``bf16``/``fp16`` halve memory and
             time on GPUs; softmax statistics and sums stay fp32).
@@ -117,6 +120,7 @@ class XCLIPRetrieval(pl.LightningModule):
         warmup_ratio: float = 0.1,
         max_logit_scale: float = math.log(100.0),
         local_loss: bool = True,
+        false_negative_mask: bool = False,
         eval_chunk_size: int | None = None,
         eval_dtype: Literal["fp32", "bf16", "fp16"] = "fp32",
         eval_compile: bool = False,
@@ -215,7 +219,9 @@ class XCLIPRetrieval(pl.LightningModule):
         text, video = self.encode_text_batch(batch), self.encode_video_batch(batch)
         rank, world_size = world()
         gather = feature_gather(self.hparams.gather_grad)
-        loss = contrastive_loss(self.model.similarity, text, video, gather, rank, world_size, self.hparams.local_loss)
+        video_ids = batch["video_index"] if self.hparams.false_negative_mask else None
+        loss = contrastive_loss(self.model.similarity, text, video, gather, rank, world_size, self.hparams.local_loss,
+                                video_ids=video_ids, gather_ids=all_gather_no_grad)
         batch_size = len(text)
         self.log("train/loss", loss, prog_bar=True, sync_dist=world_size > 1, batch_size=batch_size)
         self.log("train/logit_scale", self.model.logit_scale.detach().exp(), batch_size=batch_size)
