@@ -12,10 +12,12 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
 from .distributed import all_gather_no_grad, all_gather_uneven, world
+from .examples import log_retrieval_examples, top_retrievals
 from .fidelity import (BertAdam, ClipDtype, GatherGrad, LrSchedule, NoDecay, OptimizerName, cast_towers_fp16,
                        feature_gather, freeze_clip_layers, reference_parameter_groups, reference_warmup_cosine)
 from .evaluation import EvalBuffer, format_metric_table
@@ -60,6 +62,8 @@ class XCLIPRetrieval(pl.LightningModule):
         false_negative_mask: leave a pair's other captions of the same video (and those captions' copies of
             the video) out of its softmax denominators. Multi-caption datasets (MSR-VTT, MSVD) put several
             pairs of one video in a batch, which the reference contrasts as negatives (false: reference).
+        log_examples: captions per validation / test whose three best videos are logged to W&B as frame
+            thumbnails with their scores (table ``<stage>/examples``; rank 0, W&B logger only; 0 = none).
         eval_chunk_size: texts and videos per similarity block at evaluation (None: automatic, bounded memory).
         eval_dtype: dtype of the features in the evaluation similarity (``bf16``/``fp16`` halve memory and
             time on GPUs; softmax statistics and sums stay fp32).
@@ -121,6 +125,7 @@ class XCLIPRetrieval(pl.LightningModule):
         max_logit_scale: float = math.log(100.0),
         local_loss: bool = True,
         false_negative_mask: bool = False,
+        log_examples: int = 8,
         eval_chunk_size: int | None = None,
         eval_dtype: Literal["fp32", "bf16", "fp16"] = "fp32",
         eval_compile: bool = False,
@@ -280,7 +285,17 @@ class XCLIPRetrieval(pl.LightningModule):
         self.log(f"{stage}/num_undecodable_videos", float((~video_ok).sum()))
         if self.hparams.test_time:
             self._log_test_time(stage, rows, caption_index[mine], caption_video, text, video, ~video_ok)
+        self._log_examples(stage, rows, caption_index[mine], caption_video[mine])
         return metrics
+
+    def _log_examples(self, stage: str, rows: Tensor, caption_index: Tensor, caption_video: Tensor) -> None:
+        """Rank 0's first ``log_examples`` captions and their best videos, as a W&B table with thumbnails."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if (self.hparams.log_examples <= 0 or not self.trainer.is_global_zero or not isinstance(self.logger, WandbLogger)
+                or not hasattr(datamodule, "eval_video_frames")):
+            return
+        retrievals = top_retrievals(rows, caption_index, caption_video, self.hparams.log_examples)
+        log_retrieval_examples(self.logger, datamodule, stage, stage, retrievals)
 
     def _log_test_time(self, stage: str, rows: Tensor, row_index: Tensor, caption_video: Tensor,
                        text: TextFeatures, video: VideoFeatures, missing: Tensor) -> None:

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
@@ -280,6 +281,20 @@ class VideoTextDataModule(pl.LightningDataModule):
         text_workers = min(self.num_workers, 1)  # tokenising is cheap: one worker keeps it off the main process
         return [self._loader(videos, self.eval_batch_size),
                 self._loader(captions, self.eval_batch_size, num_workers=text_workers)]
+
+    def eval_video_frames(self, split: Split, video_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames uint8 [F, S, S, 3] and ``frame_mask`` bool [F] of video ``video_index`` of an evaluation
+        split, as its loader gives them (frame cache included); e.g. for retrieval thumbnails."""
+        item = self._dataset(split, "validate" if split == "val" else split)[0][video_index]
+        return item["frames"].numpy(), item["frame_mask"].numpy()
+
+    def eval_caption(self, split: Split, text_index: int) -> str:
+        """The caption ``text_index`` of an evaluation split (the ``text_index`` its loader gives)."""
+        return self._dataset(split, "validate" if split == "val" else split)[1].pairs[text_index][1]
+
+    def eval_video_id(self, split: Split, video_index: int) -> str:
+        """The dataset's id of video ``video_index`` of an evaluation split."""
+        return self.records[split][video_index].video_id
 
     def val_dataloader(self) -> list[DataLoader]:
         """``[videos_loader, captions_loader]`` of the val split (in order, nothing dropped)."""
