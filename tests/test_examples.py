@@ -4,11 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import wandb
 from pytorch_lightning.loggers import WandbLogger
 
 from datamodules.synthetic import SyntheticDataModule
-from xclip_pl.examples import frame_strip, top_retrievals
+from xclip_pl.examples import frame_strip, stack_strips, top_retrievals
 from xclip_pl.module import XCLIPRetrieval
 
 
@@ -31,24 +30,28 @@ def test_frame_strip_shape_and_missing_video():
     assert empty.shape == (16, 16, 3) and (empty == 128).all()
 
 
-def test_test_run_logs_an_examples_table(tmp_path, monkeypatch):
+def test_stack_strips():
+    a, b = np.zeros((4, 8, 3), np.uint8), np.ones((4, 12, 3), np.uint8)
+    out = stack_strips([a, b], gap=2)
+    assert out.shape == (10, 12, 3)
+    assert (out[:4, :8] == 0).all() and (out[4:6] == 255).all() and (out[6:] == 1).all() and (out[:4, 8:] == 255).all()
+
+
+def test_test_run_logs_example_images(tmp_path, monkeypatch):
     datamodule = SyntheticDataModule(root=str(tmp_path / "data"), num_train=12, num_test=6, max_words=16, max_frames=3,
                                      image_size=32, batch_size=4, eval_batch_size=4, num_workers=0)
     datamodule.prepare_data()
     module = XCLIPRetrieval(clip="tiny", max_words=16, max_frames=3, temporal_layers=1, log_examples=4)
     logger = WandbLogger(save_dir=str(tmp_path), offline=True, mode="disabled")
-    tables = []
-    monkeypatch.setattr(logger, "log_table", lambda key, columns, data: tables.append((key, columns, data)))
+    logged = []
+    monkeypatch.setattr(logger, "log_image", lambda key, images, caption: logged.append((key, images, caption)))
     trainer = pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, default_root_dir=str(tmp_path))
     trainer.test(module, datamodule=datamodule, verbose=False)
-    assert len(tables) == 1
-    key, columns, data = tables[0]
-    assert key == "test/examples" and len(data) == 4 and len(columns) == 2 + 3 * 3
-    captions = [caption for _, caption in datamodule.test_dataloader()[1].dataset.pairs[:4]]
-    assert [row[0] for row in data] == captions  # the first four test captions, in order
-    for row in data:
-        assert all(isinstance(image, wandb.Image) for image in [row[1], *row[2::3]])
-        assert all(isinstance(value, bool) for value in row[4::3])  # "correct" columns
-        assert sum(row[4::3]) <= 1  # the right video appears at most once among the top 3
-        scores = row[3::3]
-        assert scores == sorted(scores, reverse=True)
+    assert len(logged) == 1
+    key, images, captions = logged[0]
+    assert key == "test/examples" and len(images) == len(captions) == 4
+    pairs = datamodule.test_dataloader()[1].dataset.pairs[:4]
+    for image, text, (video_index, caption) in zip(images, captions, pairs):  # the first four test captions, in order
+        assert image.dtype == np.uint8 and image.shape[0] == 4 * 64 + 3 * 4  # right video + top 3, 64-pixel strips
+        assert text.startswith(f'"{caption}"') and datamodule.eval_video_id("test", video_index) in text
+        assert text.count(", right)") <= 1

@@ -1,9 +1,12 @@
 """Retrieval examples for the W&B dashboard: a few captions, the videos they retrieve first, thumbnails.
 
 :func:`top_retrievals` is plain tensor maths on one rank's similarity rows; :func:`log_retrieval_examples`
-turns its result into a ``wandb.Table`` (caption, ground truth, the top videos as frame strips with
-their scores) through a ``WandbLogger``. Frames and caption texts come from the datamodule
-(:meth:`~xclip_pl.data.datamodule.VideoTextDataModule.eval_video_frames` / ``eval_caption``).
+logs one image per query through a ``WandbLogger``: the right video's frame strip on top, then the
+strips of the videos it retrieves first, captioned with the query, the video ids, their scores and
+which one is right. (A ``wandb.Table`` of images would be nicer online, but offline runs, the default
+without a login, store its images as the word "Image": wandb issue #4611.) Frames and caption texts
+come from the datamodule (:meth:`~xclip_pl.data.datamodule.VideoTextDataModule.eval_video_frames`,
+``eval_caption``, ``eval_video_id``).
 """
 from __future__ import annotations
 
@@ -49,27 +52,32 @@ def frame_strip(frames: np.ndarray, frame_mask: np.ndarray, count: int = STRIP_F
 
 
 def log_retrieval_examples(logger, datamodule, split: str, stage: str, retrievals: list[Retrieval]) -> None:
-    """Log ``retrievals`` as the W&B table ``<stage>/examples`` (one row per query: caption, the right
-    video, then each retrieved video as a frame strip with its score and whether it is the right one)."""
-    import wandb
-
+    """Log ``retrievals`` as the image list ``<stage>/examples`` (one image per query, see the module doc)."""
     if not retrievals:
         return
-    top = len(retrievals[0].videos)
-    columns = ["caption", "right video"] + [f"{name} {k}" for k in range(1, top + 1) for name in ("video", "score", "correct")]
+    strips: dict[int, np.ndarray] = {}
 
-    strips: dict[int, object] = {}
-
-    def strip(video_index: int):  # each video decoded once per table
+    def strip(video_index: int) -> np.ndarray:  # each video decoded once per call
         if video_index not in strips:
-            frames, mask = datamodule.eval_video_frames(split, video_index)
-            strips[video_index] = wandb.Image(frame_strip(frames, mask), caption=datamodule.eval_video_id(split, video_index))
+            strips[video_index] = frame_strip(*datamodule.eval_video_frames(split, video_index))
         return strips[video_index]
 
-    data = []
+    images, captions = [], []
     for r in retrievals:
-        row = [datamodule.eval_caption(split, r.caption_index), strip(r.true_video)]
-        for video, score in zip(r.videos, r.scores):
-            row += [strip(video), round(score, 3), video == r.true_video]
-        data.append(row)
-    logger.log_table(key=f"{stage}/examples", columns=columns, data=data)
+        images.append(stack_strips([strip(r.true_video)] + [strip(v) for v in r.videos]))
+        ranked = ", ".join(f"{k}. {datamodule.eval_video_id(split, v)} ({s:.2f}{', right' if v == r.true_video else ''})"
+                           for k, (v, s) in enumerate(zip(r.videos, r.scores), start=1))
+        captions.append(f"\"{datamodule.eval_caption(split, r.caption_index)}\" | right video (top row): "
+                        f"{datamodule.eval_video_id(split, r.true_video)} | retrieved: {ranked}")
+    logger.log_image(key=f"{stage}/examples", images=images, caption=captions)
+
+
+def stack_strips(strips: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Strips one above the other, left-aligned on a white background, ``gap`` pixels apart."""
+    height = sum(s.shape[0] for s in strips) + gap * (len(strips) - 1)
+    out = np.full((height, max(s.shape[1] for s in strips), 3), 255, np.uint8)
+    top = 0
+    for s in strips:
+        out[top : top + s.shape[0], : s.shape[1]] = s
+        top += s.shape[0] + gap
+    return out
