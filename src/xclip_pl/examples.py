@@ -51,8 +51,9 @@ def frame_strip(frames: np.ndarray, frame_mask: np.ndarray, count: int = STRIP_F
     return np.concatenate(tiles, axis=1)
 
 
-def log_retrieval_examples(logger, datamodule, split: str, stage: str, retrievals: list[Retrieval]) -> None:
-    """Log ``retrievals`` as the image list ``<stage>/examples`` (one image per query, see the module doc)."""
+def log_retrieval_examples(logger, datamodule, split: str, retrievals: list[Retrieval]) -> None:
+    """Log ``retrievals`` of the evaluation split ``split`` (``val`` / ``test``) as the image list
+    ``<split>/examples`` (one image per query, see the module doc)."""
     if not retrievals:
         return
     strips: dict[int, np.ndarray] = {}
@@ -69,7 +70,7 @@ def log_retrieval_examples(logger, datamodule, split: str, stage: str, retrieval
                            for k, (v, s) in enumerate(zip(r.videos, r.scores), start=1))
         captions.append(f"\"{datamodule.eval_caption(split, r.caption_index)}\" | right video (top row): "
                         f"{datamodule.eval_video_id(split, r.true_video)} | retrieved: {ranked}")
-    logger.log_image(key=f"{stage}/examples", images=images, caption=captions)
+    logger.log_image(key=f"{split}/examples", images=images, caption=captions)
 
 
 def stack_strips(strips: list[np.ndarray], gap: int = 4) -> np.ndarray:

@@ -62,8 +62,9 @@ class XCLIPRetrieval(pl.LightningModule):
         false_negative_mask: leave a pair's other captions of the same video (and those captions' copies of
             the video) out of its softmax denominators. Multi-caption datasets (MSR-VTT, MSVD) put several
             pairs of one video in a batch, which the reference contrasts as negatives (false: reference).
-        log_examples: captions per validation / test whose three best videos are logged to W&B as frame
-            thumbnails with their scores (table ``<stage>/examples``; rank 0, W&B logger only; 0 = none).
+        log_examples: captions per validation / test whose right video and three best videos are logged to
+            W&B as frame thumbnails with their scores (images ``<stage>/examples``; rank 0, W&B logger
+            only; 0 = none).
         eval_chunk_size: texts and videos per similarity block at evaluation (None: automatic, bounded memory).
         eval_dtype: dtype of the features in the evaluation similarity (``bf16``/``fp16`` halve memory and
             time on GPUs; softmax statistics and sums stay fp32).
@@ -289,13 +290,13 @@ class XCLIPRetrieval(pl.LightningModule):
         return metrics
 
     def _log_examples(self, stage: str, rows: Tensor, caption_index: Tensor, caption_video: Tensor) -> None:
-        """Rank 0's first ``log_examples`` captions and their best videos, as a W&B table with thumbnails."""
+        """Rank 0's first ``log_examples`` captions and their best videos, as W&B images with thumbnails."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if (self.hparams.log_examples <= 0 or not self.trainer.is_global_zero or not isinstance(self.logger, WandbLogger)
                 or not hasattr(datamodule, "eval_video_frames")):
             return
         retrievals = top_retrievals(rows, caption_index, caption_video, self.hparams.log_examples)
-        log_retrieval_examples(self.logger, datamodule, stage, stage, retrievals)
+        log_retrieval_examples(self.logger, datamodule, stage, retrievals)
 
     def _log_test_time(self, stage: str, rows: Tensor, row_index: Tensor, caption_video: Tensor,
                        text: TextFeatures, video: VideoFeatures, missing: Tensor) -> None:
