@@ -23,7 +23,7 @@ import torch
 
 from similarity import DTYPES, LOGIT_SCALE, Case, make_head, make_inputs
 from xclip_pl.model import triton_kernel
-from xclip_pl.model.similarity import block_sizes, default_block_elements
+from xclip_pl.model.blocks import block_sizes, default_block_elements
 
 
 def _time(fn, runs: int) -> tuple[float, torch.Tensor]:

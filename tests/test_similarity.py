@@ -137,7 +137,7 @@ def test_model_similarity_chunked_in_bf16(chunk):
 
 
 def test_memory_budget_bounds_the_blocks():
-    from xclip_pl.model.similarity import block_sizes
+    from xclip_pl.model.blocks import block_sizes
     from xclip_pl.model.xclip import _block_sizes
 
     for a, b, words, frames, budget in [(1000, 1000, 32, 12, 10**6), (4917, 4917, 64, 64, 2**25), (3, 5000, 32, 12, 10**5), (7, 3, 32, 12, 10**9)]:

@@ -152,20 +152,27 @@ class XCLIPRetrieval(pl.LightningModule):
         if gather_grad == "local_slice" and local_loss:
             raise ValueError("model.gather_grad=local_slice reproduces the reference only with the full N x N loss: "
                              "set model.local_loss: false (or gather_grad: sum)")
-        model_args = dict(max_words=max_words, max_frames=max_frames, temporal_layer_norm_eps=temporal_layer_norm_eps,
-                          temperature=temperature, mask_padding=mask_padding, frame_features=frame_features,
-                          text_padding_mask=text_padding_mask, encode_padded_frames=encode_padded_frames)
-        if official_checkpoint:
-            self.model = XCLIP.from_official_checkpoint(official_checkpoint, **model_args)
-        else:
-            self.model = XCLIP(clip, temporal_layers=temporal_layers, temporal_init=temporal_init, **model_args)
-        if clip_dtype == "fp16":
-            cast_towers_fp16(self.model.towers.clip)  # after the temporal encoder copied the fp32 text blocks
-        freeze_clip_layers(self.model.towers.clip, freeze_layers)
+        self.model = self._build_model()
         self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 1, 3, 1, 1), persistent=False)
         self.eval_buffer = EvalBuffer()
         self.metrics = RetrievalMetrics(ties=ties)
+
+    def _build_model(self) -> XCLIP:
+        """The X-CLIP model the hyperparameters describe: from an official checkpoint or a CLIP, cast and
+        frozen as asked."""
+        hp = self.hparams
+        model_args = dict(max_words=hp.max_words, max_frames=hp.max_frames, temporal_layer_norm_eps=hp.temporal_layer_norm_eps,
+                          temperature=hp.temperature, mask_padding=hp.mask_padding, frame_features=hp.frame_features,
+                          text_padding_mask=hp.text_padding_mask, encode_padded_frames=hp.encode_padded_frames)
+        if hp.official_checkpoint:
+            model = XCLIP.from_official_checkpoint(hp.official_checkpoint, **model_args)
+        else:
+            model = XCLIP(hp.clip, temporal_layers=hp.temporal_layers, temporal_init=hp.temporal_init, **model_args)
+        if hp.clip_dtype == "fp16":
+            cast_towers_fp16(model.towers.clip)  # after the temporal encoder copied the fp32 text blocks
+        freeze_clip_layers(model.towers.clip, hp.freeze_layers)
+        return model
 
     @property
     def image_size(self) -> int:

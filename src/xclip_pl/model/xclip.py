@@ -14,7 +14,8 @@ from transformers import CLIPConfig, CLIPModel
 from .encoders import CLIPTowers
 from .features import TextFeatures, VideoFeatures
 from .presets import build_clip
-from .similarity import Kernel, MultiGrainedSimilarity, block_sizes, default_block_elements
+from .blocks import block_sizes, default_block_elements
+from .similarity import Kernel, MultiGrainedSimilarity
 from .temporal import TemporalTransformer, l2_normalize, masked_mean
 
 
