@@ -5,11 +5,14 @@
     root/videos/**/v_<id>.<ext>         or <id>.<ext>, found recursively by file stem
 
 Paragraph retrieval: a video's sentences (each stripped) joined with a space into ONE caption, the whole
-video decoded (the timestamps are not used). Evaluation is 1:1, paragraph <-> video.
+video decoded (the timestamps are not used). Evaluation is 1:1, paragraph <-> video. With
+``frame_times: reference`` the window is the reference's ``[0, ceil(duration)]`` seconds (``duration`` of
+the caption JSON; its "seconds" are ``int(fps)`` frames, so at 29.97 fps this cuts the last ~3 %).
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos
@@ -39,6 +42,21 @@ def read_activitynet_paragraphs(path: Path) -> dict[str, str]:
             raise ValueError(f"{path}: entry {key!r} lacks a 'sentences' list: {str(entry)[:200]}. Fix the entry")
         paragraphs[key] = " ".join(s for s in (str(s).strip() for s in sentences) if s)
     return paragraphs
+
+
+def read_activitynet_durations(path: Path) -> dict[str, float]:
+    """``v_<id> -> duration`` in seconds, from the entries' ``duration``."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    durations = {}
+    for key, entry in data.items():
+        duration = entry.get("duration") if isinstance(entry, dict) else None
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+            raise ValueError(f"{path}: entry {key!r} lacks a numeric 'duration' (seconds), which data.frame_times: "
+                             "reference needs for the reference's window [0, ceil(duration)]. Fix the entry or use "
+                             "data.frame_times: timestamps")
+        durations[key] = float(duration)
+    return durations
 
 
 class ActivityNetDataModule(VideoTextDataModule):
@@ -84,4 +102,9 @@ class ActivityNetDataModule(VideoTextDataModule):
         ids = read_id_json(self.root / self.id_files[split])
         paragraphs = read_activitynet_paragraphs(self.root / self.jsons[split])
         records = [VideoRecord(v, self.video_path(v), [paragraphs[v]] if paragraphs.get(v) else []) for v in ids]
+        if self.frame_times == "reference":  # the reference's window: [0, ceil(duration)] whole seconds
+            durations = read_activitynet_durations(self.root / self.jsons[split])
+            for record in records:
+                if record.video_id in durations:
+                    record.start, record.end = 0.0, float(math.ceil(durations[record.video_id]))
         return drop_missing_videos(records, self.missing_videos, f"{type(self).__name__} [{split}]")

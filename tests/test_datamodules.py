@@ -13,6 +13,7 @@ from datamodules.didemo import DiDeMoDataModule
 from datamodules.folder import FolderDataModule
 from datamodules.lsmdc import LSMDCDataModule
 from datamodules.msvd import MSVDDataModule
+from xclip_pl.data.synthetic_formats import write_synthetic
 
 
 def make_dm(cls, root: Path, tmp_path: Path, **kwargs):
@@ -251,6 +252,43 @@ def test_didemo_errors(didemo_root, tmp_path):
     (root / "val_list.txt").write_text("v8.mov\n")
     message = setup_error(make_dm(DiDeMoDataModule, root, tmp_path), "validate")
     assert "'v8.mov'" in message and str(root / "videos" / "v8.mov.mp4") in message
+
+
+def delete_videos(root: Path, split: str, count: int) -> list[str]:
+    """Delete the files of the first ``count`` ids of a DiDeMo ``<split>_list.txt`` (``<id>.mp4`` or
+    ``<id without extension>.mp4`` under ``videos/``); the ids."""
+    gone = (root / f"{split}_list.txt").read_text().split()[:count]
+    for video_id in gone:
+        files = [root / "videos" / f"{video_id}.mp4", root / "videos" / f"{Path(video_id).stem}.mp4"]
+        assert sum(f.is_file() for f in files) == 1
+        next(f for f in files if f.is_file()).unlink()
+    return gone
+
+
+def test_missing_videos_error_counts_them_and_names_the_skip_key(tmp_path):
+    root = write_synthetic(tmp_path / "didemo", "didemo", num_train=4, num_val=2, num_test=2, captions_per_video=2,
+                           seconds=1.0, width=32, height=32)
+    gone = delete_videos(root, "train", 2) + delete_videos(root, "val", 1)
+    message = setup_error(make_dm(DiDeMoDataModule, root, tmp_path))
+    assert "[train] 2 of 4 videos named in the annotations are missing on disk" in message
+    assert "[val] 1 of 2 videos named in the annotations are missing on disk" in message
+    assert all(repr(video_id) in message for video_id in gone)
+    assert "3 videos are missing (train: 2, val: 1)" in message
+    assert "set `data.init_args.missing_videos: skip`" in message and "as the reference does" in message
+    dm = make_dm(DiDeMoDataModule, root, tmp_path, missing_videos="skip")  # what the message says works
+    with pytest.warns(UserWarning, match="skipping 2 of 4 records whose video is missing"):
+        dm.setup("fit")
+    assert len(dm.records["train"]) == 2 and len(dm.records["val"]) == 1
+
+
+def test_missing_videos_error_without_a_skip_option_does_not_suggest_one(tmp_path):
+    root = write_synthetic(tmp_path / "folder", "folder", num_train=3, num_val=2, num_test=2, captions_per_video=1,
+                           seconds=2.0, width=32, height=32)
+    (root / "videos" / "train" / "clip0000.mp4").unlink()
+    message = setup_error(make_dm(FolderDataModule, root, tmp_path))
+    assert "[train] 1 of 3 videos named in the annotations are missing on disk" in message
+    assert "init_args.missing_videos" not in message
+    assert "1 video is missing (train: 1): add the file(s) or remove them from the annotations" in message
 
 
 # ---- ActivityNet ----------------------------------------------------------------------------------

@@ -332,3 +332,26 @@ def test_skipping_with_variable_frame_rate(tmp_path: Path, monkeypatch: pytest.M
     skipped, full, (skipped_count, full_count) = _decode_both(monkeypatch, path, max_frames=10, sampling="head")
     np.testing.assert_array_equal(skipped[0], full[0])
     assert [times_ms[i] for i in kept_indices(*skipped)] == list(range(0, 10_000, 1000))
+
+
+# ------------------------------------------------------------------ bad files vs programming errors
+@pytest.mark.parametrize("error", [IndexError, ZeroDivisionError, ValueError, TypeError])
+def test_programming_errors_are_not_bad_videos(ten_second_clip: Path, monkeypatch: pytest.MonkeyPatch,
+                                               error: type[Exception]) -> None:
+    """A bug in our own decoding code raises as itself; it is never turned into a skipped "bad video"."""
+    def broken(*args, **kwargs):
+        raise error("bug in our code")
+
+    monkeypatch.setattr(video, "sample_frame_indices", broken)
+    with pytest.raises(error, match="bug in our code"):
+        decode_clip(ten_second_clip, max_frames=4, image_size=16)
+
+
+def test_decoder_errors_mid_stream_are_bad_videos(ten_second_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What PyAV raises for broken data (InvalidDataError is also a ValueError) names the file."""
+    def corrupt(*args, **kwargs):
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(video, "resize_center_crop", corrupt)
+    with pytest.raises(VideoDecodeError, match="ten.mp4.*InvalidDataError"):
+        decode_clip(ten_second_clip, max_frames=4, image_size=16)

@@ -50,6 +50,13 @@ class VideoTextDataModule(pl.LightningDataModule):
         max_frames: frames per clip; shorter clips are padded and masked (reference: 12; 64 for long videos).
         fps: candidate frames per second before ``max_frames`` of them are kept (reference: 1).
         frame_sampling: which candidates to keep when there are too many: evenly spread, first or last.
+        frame_times: which frames are the candidates. ``timestamps``: the frames shown at ``start + k / fps``
+            seconds (variable-frame-rate safe). ``reference``: the reference's OpenCV arithmetic, frame
+            indices ``sec * int(fps_video)`` for whole seconds ``sec`` (29.97 fps counts as 29, so its
+            "seconds" drift; window times truncated to whole seconds); needs a whole ``fps`` (reference).
+        color_matrix: YUV -> RGB conversion. ``tagged``: the matrix and range the video is tagged with (right
+            colours for BT.709 HD video); ``bt601``: BT.601 whatever the tag, as OpenCV (reference). The same
+            on untagged videos.
         image_size: square frame side after resize and centre crop (must match the vision tower).
         batch_size: training pairs per device and step (the contrastive batch is this times the devices).
         eval_batch_size: videos or captions per device and step in val / test / predict.
@@ -77,6 +84,8 @@ class VideoTextDataModule(pl.LightningDataModule):
         max_frames: int = 12,
         fps: float = 1.0,
         frame_sampling: Literal["uniform", "head", "tail"] = "uniform",
+        frame_times: Literal["timestamps", "reference"] = "timestamps",
+        color_matrix: Literal["tagged", "bt601"] = "tagged",
         image_size: int = 224,
         batch_size: int = 32,
         eval_batch_size: int = 64,
@@ -94,6 +103,11 @@ class VideoTextDataModule(pl.LightningDataModule):
         self.root = Path(root).expanduser()
         self.max_words, self.max_frames, self.fps = max_words, max_frames, fps
         self.frame_sampling, self.image_size = frame_sampling, image_size
+        if frame_times == "reference" and float(fps) != int(fps):
+            raise ValueError(f"data.fps: {fps} with data.frame_times: reference; the reference's arithmetic samples a "
+                             "whole number of frames per second: set data.fps to an integer (reference: 1) or "
+                             "data.frame_times: timestamps")
+        self.frame_times, self.color_matrix = frame_times, color_matrix
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.tokenizer_source, self.tokenizer_dir = tokenizer, tokenizer_dir
         self.tokenizer_vocab_size, self.pad_token_id = tokenizer_vocab_size, pad_token_id
@@ -103,6 +117,7 @@ class VideoTextDataModule(pl.LightningDataModule):
         self.tokenizer = None  # a transformers.CLIPTokenizer once setup() ran
         self.records: dict[str, list[VideoRecord]] = {}  # split -> records, once loaded and checked
         self._checked: set[str] = set()  # splits whose video files were checked too
+        self._missing_files: dict[str, int] = {}  # split -> its video files not on disk, at its last failed check
         self._datasets: dict[str, Dataset | tuple[Dataset, Dataset]] = {}
 
     # ---- what a dataset plugin implements ---------------------------------------------------------
@@ -161,8 +176,11 @@ class VideoTextDataModule(pl.LightningDataModule):
             if split in (self._checked if check_files else self.records):
                 continue
             records, found = self._read_split(split)
+            self._missing_files.pop(split, None)
             if records is not None:
                 found += find_record_problems(records, check_files=check_files)
+                if check_files and found:
+                    self._missing_files[split] = sum(not Path(r.path).is_file() for r in records)
             problems += [(split, problem) for problem in found]
             if not found:
                 self.records[split] = records
@@ -188,9 +206,25 @@ class VideoTextDataModule(pl.LightningDataModule):
         for split, problem in problems:
             merged.setdefault(problem, []).append(split)
         lines = [f"  - [{', '.join(splits)}] {problem}" for problem, splits in merged.items()]
+        missing = {split: self._missing_files.get(split, 0) for split in dict.fromkeys(s for s, _ in problems)}
         return (f"{type(self).__name__}(root={str(self.root)!r}): {len(lines)} problem(s) with the dataset:\n"
-                + "\n".join(lines) + "\nFix the files or the datamodule arguments (see `xclip-pl fit --data.help "
+                + "\n".join(lines) + self._missing_videos_hint({s: n for s, n in missing.items() if n})
+                + "\nFix the files or the datamodule arguments (see `xclip-pl fit --data.help "
                 f"{type(self).__module__}.{type(self).__name__}`).")
+
+    def _missing_videos_hint(self, missing: dict[str, int]) -> str:
+        """The way out for ``missing`` (split -> video files not on disk): a plugin with a ``missing_videos``
+        argument (``"error"`` / ``"skip"``) can keep only the videos on disk, as the reference does."""
+        if not missing:
+            return ""
+        total = sum(missing.values())
+        counts = ", ".join(f"{split}: {count}" for split, count in missing.items())
+        head = f"\n{total} video{'s are' if total != 1 else ' is'} missing ({counts})"
+        if getattr(self, "missing_videos", None) == "error":
+            return (f"{head}. To keep only the videos on disk, as the reference does, set "
+                    "`data.init_args.missing_videos: skip` in the config (command line: "
+                    "--data.init_args.missing_videos skip).")
+        return f"{head}: add the file(s) or remove them from the annotations."
 
     # ---- tokenizer ------------------------------------------------------------------------------
     def _build_tokenizer(self) -> None:
@@ -248,7 +282,7 @@ class VideoTextDataModule(pl.LightningDataModule):
         if self.frame_cache:
             cache = Path(self.frame_cache_dir) if self.frame_cache_dir else default_cache_dir(self.root, "frame_cache")
         return ClipLoader(self.max_frames, self.image_size, self.fps, self.frame_sampling, cache, self.strict,
-                          self.bad_video_log)
+                          self.bad_video_log, frame_times=self.frame_times, color_matrix=self.color_matrix)
 
     def _build_datasets(self, split: str) -> Dataset | tuple[Dataset, Dataset]:
         records = self.records[split]

@@ -2,8 +2,9 @@
 
 Every item carries global indices (``index`` / ``video_index`` / ``text_index``) so that evaluation can
 drop the duplicates a distributed sampler pads with. Frames stay uint8 ``[F, H, W, 3]``; normalisation
-happens on the device. A video that cannot be decoded gives zero frames, an all-False ``frame_mask``,
-``video_ok=False`` and a warning naming the file.
+happens on the device. An evaluation video that cannot be decoded gives zero frames, an all-False
+``frame_mask``, ``video_ok=False`` and a warning naming the file; a training pair whose video cannot be
+decoded is replaced by a pair of another video (:class:`TrainPairs`).
 """
 from __future__ import annotations
 
@@ -34,14 +35,19 @@ class ClipLoader:
         cache_dir: directory for decoded clips (``<key>.frames.npy`` + ``<key>.mask.npy``), or None.
         strict: raise ``VideoDecodeError`` for the first undecodable video instead of substituting an empty clip.
         bad_log: where undecodable videos are recorded (see :class:`~xclip_pl.data.bad_videos.BadVideoLog`).
+        frame_times: ``timestamps`` or the reference's OpenCV frame arithmetic (see ``decode_clip``).
+        color_matrix: ``tagged`` (the stream's YUV matrix) or ``bt601`` as OpenCV (see ``decode_clip``).
     """
 
     def __init__(self, max_frames: int, image_size: int, fps: float = 1.0,
                  sampling: Literal["uniform", "head", "tail"] = "uniform", cache_dir: Path | None = None,
-                 strict: bool = False, bad_log: BadVideoLog | None = None) -> None:
+                 strict: bool = False, bad_log: BadVideoLog | None = None,
+                 frame_times: Literal["timestamps", "reference"] = "timestamps",
+                 color_matrix: Literal["tagged", "bt601"] = "tagged") -> None:
         self.max_frames, self.image_size, self.fps, self.sampling = max_frames, image_size, fps, sampling
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.strict, self.bad_log = strict, bad_log
+        self.frame_times, self.color_matrix = frame_times, color_matrix
 
     def empty(self) -> tuple[np.ndarray, np.ndarray]:
         """Zero frames and an all-False mask (the stand-in for a video that cannot be decoded)."""
@@ -52,7 +58,8 @@ class ClipLoader:
         """Hash of the file's identity (path, size, mtime) and of every decoding argument."""
         stat = Path(record.path).stat()
         parts = (str(Path(record.path).resolve()), stat.st_size, stat.st_mtime_ns, self.max_frames,
-                 self.image_size, self.fps, self.sampling, record.start, record.end)
+                 self.image_size, self.fps, self.sampling, record.start, record.end, self.frame_times,
+                 self.color_matrix)
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
     def load(self, record: VideoRecord) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -65,7 +72,8 @@ class ClipLoader:
             if cached is not None:
                 return (*cached, True)
             frames, mask = decode_clip(record.path, self.max_frames, self.image_size, fps=self.fps,
-                                       sampling=self.sampling, start=record.start, end=record.end)
+                                       sampling=self.sampling, start=record.start, end=record.end,
+                                       frame_times=self.frame_times, color_matrix=self.color_matrix)
         except (VideoDecodeError, OSError) as error:
             if self.strict:
                 raise VideoDecodeError(f"{record.path} (video {record.video_id!r}) could not be decoded: {error}. "
@@ -116,11 +124,25 @@ def _video_item(loader: ClipLoader, record: VideoRecord) -> dict:
     return {"frames": torch.from_numpy(frames), "frame_mask": torch.from_numpy(mask), "video_ok": ok}
 
 
+def spread_stride(num_pairs: int) -> int:
+    """A step near ``num_pairs`` / golden ratio sharing no factor with ``num_pairs``: stepping by it from any
+    pair visits every pair once, and neighbouring pairs (one video's captions) land far apart."""
+    stride = max(1, round(num_pairs * 0.6180339887))
+    while int(np.gcd(stride, num_pairs)) != 1:
+        stride += 1
+    return stride
+
+
 class TrainPairs(_TextMixin, Dataset):
     """One item per (video, caption) pair: every caption of every video (the reference's expanded pairs).
 
     Items: ``frames`` uint8 [F, S, S, 3], ``frame_mask`` bool [F], ``input_ids`` long [L],
-    ``attention_mask`` long [L], ``index`` (pair index), ``video_index``, ``video_ok``.
+    ``attention_mask`` long [L], ``index`` (pair index), ``video_index``, ``video_ok`` (always True).
+
+    A pair whose video cannot be decoded is replaced by a pair of another, decodable video, so a batch
+    never holds an empty clip. Each process (every DataLoader worker) remembers its undecodable videos in
+    :attr:`bad_videos`: a bad file is decoded, warned about and logged once per worker, however many
+    captions it has. With ``strict`` on the clip loader, the first bad video raises instead.
 
     Args:
         records: the training videos.
@@ -130,29 +152,41 @@ class TrainPairs(_TextMixin, Dataset):
         pad_id: id written after EOT (the reference uses 0).
     """
 
-    MAX_SKIPS = 32  # consecutive undecodable pairs tolerated before an empty clip is returned
-
     def __init__(self, records: list[VideoRecord], tokenizer, clip_loader: ClipLoader, max_words: int,
                  pad_id: int = 0) -> None:
         self.records, self.tokenizer, self.loader = records, tokenizer, clip_loader
         self.max_words, self.pad_id = max_words, pad_id
         self.pairs = caption_pairs(records)
+        self.stride = spread_stride(len(self.pairs))
+        self.bad_videos: set[int] = set()  # video indices this process failed to decode
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict:
-        """The pair at ``index``; if its video cannot be decoded, the next pair with a decodable video
-        (the bad sample is skipped, so batches keep their size and nothing becomes NaN)."""
-        for attempt in range(min(len(self.pairs), self.MAX_SKIPS + 1)):
-            pair_index = (index + attempt) % len(self.pairs)
+        """The pair at ``index``; if its video cannot be decoded, the first pair of a decodable video among
+        ``index + k * stride`` (k = 1, 2, ...): deterministic, and one bad video's captions are replaced by
+        pairs spread over the data rather than all by the same pair."""
+        for k in range(len(self.pairs)):
+            pair_index = (index + k * self.stride) % len(self.pairs)
             video_index, caption = self.pairs[pair_index]
+            if video_index in self.bad_videos:
+                continue
             item = _video_item(self.loader, self.records[video_index])
             if item["video_ok"]:
-                break
-        input_ids, attention_mask = self._tokens(caption)
-        return {**item, "input_ids": input_ids, "attention_mask": attention_mask, "index": pair_index,
-                "video_index": video_index}
+                input_ids, attention_mask = self._tokens(caption)
+                return {**item, "input_ids": input_ids, "attention_mask": attention_mask, "index": pair_index,
+                        "video_index": video_index}
+            self.bad_videos.add(video_index)
+        raise self._nothing_decodable()
+
+    def _nothing_decodable(self) -> RuntimeError:
+        """The error once every training video failed: names the count and a few files."""
+        bad = [self.records[v] for v in sorted(self.bad_videos)]
+        shown = ", ".join(str(r.path) for r in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        return RuntimeError(f"none of the {len(bad)} training videos could be decoded ({shown}); the warnings "
+                            "above give each file's error. Check the video files and the datamodule's root / "
+                            "video directory")
 
 
 class EvalVideos(Dataset):

@@ -10,6 +10,14 @@ only up to the last of them and converts to RGB only the frames it keeps. Timest
 ``index / frame_rate``) make it correct for variable-frame-rate video. Packets of non-reference
 frames (most B-frames) that lie before the next target are not decoded at all: no other frame is
 predicted from them, so the kept frames are the same bytes as with a full decode (``SKIP_NONREF``).
+
+Two switches reproduce the reference where it differs from this default:
+
+* ``frame_times="reference"``: the OpenCV arithmetic instead of timestamps: ``int(fps)`` frames make a
+  "second" (29.97 fps -> 29), whole-second windows, frames picked by their index in the stream
+  (:mod:`xclip_pl.data.reference_frames`). Same frames as the timestamps at integer frame rates.
+* ``color_matrix="bt601"``: YUV -> RGB with swscale's defaults (BT.601, range from the pixel format) as
+  OpenCV does, instead of the matrix and range the stream is tagged with (BT.709 on most HD video).
 """
 from __future__ import annotations
 
@@ -22,6 +30,8 @@ import numpy as np
 from PIL import Image
 
 FrameSampling = Literal["uniform", "head", "tail"]
+FrameTimes = Literal["timestamps", "reference"]
+ColorMatrix = Literal["tagged", "bt601"]
 
 DECODE_THREADS = 1  # per decode; DataLoader workers already run in parallel
 #: Skip decoding non-reference frames before the next target (same output; ~30 % less H.264 work on
@@ -109,6 +119,16 @@ def resize_center_crop(image: Image.Image, image_size: int) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+def frame_to_image(frame: av.VideoFrame, color_matrix: ColorMatrix = "tagged") -> Image.Image:
+    """RGB PIL image of a decoded frame. ``tagged``: the matrix and range the frame is tagged with (swscale's
+    BT.601 limited range when untagged); ``bt601``: BT.601 whatever the tag, limited range unless the pixel
+    format is a full-range ``yuvj*`` one: what OpenCV's ``sws_scale`` with default settings does."""
+    if color_matrix == "bt601" and not frame.format.is_rgb and frame.format.name.startswith(("yuv", "nv")):
+        full_range = frame.format.name.startswith("yuvj")
+        return frame.to_image(src_colorspace="ITU601", src_color_range="JPEG" if full_range else "MPEG")
+    return frame.to_image()
+
+
 def _stream_timing(container: av.container.InputContainer, stream: av.VideoStream) -> _StreamTiming:
     """Origin, duration and frame interval from the headers (mp4: stream; webm/mkv: container)."""
     time_base = stream.time_base
@@ -162,6 +182,7 @@ def _grab_frames(
     targets: list[float],
     image_size: int,
     skip_nonref: bool = False,
+    color_matrix: ColorMatrix = "tagged",
 ) -> list[np.ndarray]:
     """Decode up to the last target; for each target keep the first frame with time >= target - half an
     interval (or the last frame if the stream ends within a frame interval of the target). With
@@ -194,7 +215,7 @@ def _grab_frames(
             origin = time if origin is None else origin
             relative = time - origin
             if relative >= targets[len(kept)] - half - _TIME_EPS:
-                pixels = resize_center_crop(frame.to_image(), image_size)
+                pixels = resize_center_crop(frame_to_image(frame, color_matrix), image_size)
                 while len(kept) < len(targets) and relative >= targets[len(kept)] - half - _TIME_EPS:
                     kept.append(pixels)
                 if len(kept) == len(targets):
@@ -207,7 +228,7 @@ def _grab_frames(
     tolerance = max(2.0 * timing.frame_interval, 0.1)
     if targets[len(kept)] - last_time > tolerance:
         raise _StreamEndedEarly(last_time + max(timing.frame_interval, _TIME_EPS))
-    pixels = resize_center_crop(last_frame.to_image(), image_size)
+    pixels = resize_center_crop(frame_to_image(last_frame, color_matrix), image_size)
     return kept + [pixels] * (len(targets) - len(kept))
 
 
@@ -220,7 +241,8 @@ def _packet_time(packet: av.Packet, stream: av.VideoStream, origin: float | None
 
 def _decode_once(
     path: Path, max_frames: int, image_size: int, fps: float, sampling: FrameSampling,
-    start: float | None, end: float | None, known_duration: float | None, skip_nonref: bool = False,
+    start: float | None, end: float | None, color_matrix: ColorMatrix, known_duration: float | None,
+    skip_nonref: bool = False,
 ) -> list[np.ndarray]:
     """One pass: open, work out the targets, decode them. ``known_duration`` overrides the header."""
     with av.open(str(path)) as container:
@@ -238,7 +260,7 @@ def _decode_once(
             raise VideoDecodeError(
                 f"{path}: no frame in the window start={start} end={end} (duration {duration:.3f} s)")
         targets = [times[i] for i in sample_frame_indices(len(times), max_frames, sampling)]
-        return _grab_frames(container, stream, timing, targets, image_size, skip_nonref)
+        return _grab_frames(container, stream, timing, targets, image_size, skip_nonref, color_matrix)
 
 
 def _decode_skipping(*args, known_duration: float | None) -> list[np.ndarray]:
@@ -252,12 +274,20 @@ def _decode_skipping(*args, known_duration: float | None) -> list[np.ndarray]:
     return _decode_once(*args, known_duration=known_duration)
 
 
-def _check_arguments(max_frames: int, image_size: int, fps: float, sampling: str) -> None:
+def _check_arguments(max_frames: int, image_size: int, fps: float, sampling: str, frame_times: str,
+                     color_matrix: str) -> None:
     """Programming errors (not bad files) raise ValueError."""
     if sampling not in ("uniform", "head", "tail"):
         raise ValueError(f"sampling must be 'uniform', 'head' or 'tail', got {sampling!r}")
+    if frame_times not in ("timestamps", "reference"):
+        raise ValueError(f"frame_times must be 'timestamps' or 'reference', got {frame_times!r}")
+    if color_matrix not in ("tagged", "bt601"):
+        raise ValueError(f"color_matrix must be 'tagged' or 'bt601', got {color_matrix!r}")
     if max_frames < 1 or image_size < 1 or fps <= 0:
         raise ValueError(f"need max_frames >= 1, image_size >= 1, fps > 0; got {max_frames}, {image_size}, {fps}")
+    if frame_times == "reference" and fps != int(fps):
+        raise ValueError(f"frame_times='reference' samples a whole number of frames per second (the reference's "
+                         f"feature_framerate is an int); got fps={fps}")
 
 
 def decode_clip(
@@ -268,27 +298,35 @@ def decode_clip(
     sampling: FrameSampling = "uniform",
     start: float | None = None,
     end: float | None = None,
+    frame_times: FrameTimes = "timestamps",
+    color_matrix: ColorMatrix = "tagged",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode the reference's 1-fps frames of one video (window ``[start, end]`` seconds, inclusive).
+
+    ``frame_times``: ``timestamps`` takes the frames shown at ``start + k / fps`` seconds; ``reference``
+    the OpenCV loader's frame indices (``int(fps)`` frames a second, whole-second window). ``color_matrix``:
+    ``tagged`` converts YUV with the stream's tagged matrix, ``bt601`` with BT.601 as OpenCV does.
 
     Returns ``frames`` uint8 [max_frames, image_size, image_size, 3] (RGB; unused slots are zeros) and
     ``frame_mask`` bool [max_frames] (True for the first n decoded slots). Raises VideoDecodeError.
     """
-    _check_arguments(max_frames, image_size, fps, sampling)
+    _check_arguments(max_frames, image_size, fps, sampling, frame_times, color_matrix)
     path = Path(path)
-    if start is not None and end is not None and end < start:  # annotation data, not a programming error
-        raise VideoDecodeError(f"{path}: window end {end} is before its start {start}")
-    args = (path, max_frames, image_size, fps, sampling, start, end)
+    if frame_times == "timestamps" and start is not None and end is not None and end < start:
+        raise VideoDecodeError(f"{path}: window end {end} is before its start {start}")  # annotation data, not a bug
+    args = (path, max_frames, image_size, fps, sampling, start, end, color_matrix)
     try:
-        try:
-            kept = _decode_skipping(*args, known_duration=None)
-        except _StreamEndedEarly as early:
-            kept = _decode_skipping(*args, known_duration=early.measured_duration)
+        if frame_times == "reference":
+            from .reference_frames import decode_reference  # noqa: PLC0415 (it builds on this module)
+
+            kept = decode_reference(*args)
+        else:
+            kept = _decode_by_timestamps(*args)
     except VideoDecodeError:
         raise
     except _StreamEndedEarly as early:
         raise VideoDecodeError(f"{path}: stream ends at {early.measured_duration:.3f} s, before its frames") from None
-    except (av.FFmpegError, OSError, ValueError, EOFError, IndexError, ZeroDivisionError) as error:
+    except (av.FFmpegError, OSError) as error:  # what PyAV raises for bad files; our own bugs raise as themselves
         raise VideoDecodeError(f"{path}: {type(error).__name__}: {error}") from error
     if not kept:
         raise VideoDecodeError(f"{path}: no frame could be decoded")
@@ -297,3 +335,11 @@ def decode_clip(
     frame_mask = np.zeros(max_frames, dtype=bool)
     frame_mask[: len(kept)] = True
     return frames, frame_mask
+
+
+def _decode_by_timestamps(*args) -> list[np.ndarray]:
+    """The default: target timestamps, again with the measured duration if the header's was too long."""
+    try:
+        return _decode_skipping(*args, known_duration=None)
+    except _StreamEndedEarly as early:
+        return _decode_skipping(*args, known_duration=early.measured_duration)
