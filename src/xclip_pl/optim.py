@@ -30,8 +30,13 @@ def parameter_groups(model: nn.Module, backbone: nn.Module, lr: float, backbone_
 
 
 def warmup_cosine(total_steps: int, warmup_ratio: float):
-    """Multiplier: linear warmup from 0 over ``warmup_ratio * total_steps``, then cosine to 0."""
-    warmup = max(1, int(round(warmup_ratio * total_steps)))
+    """Multiplier for ``LambdaLR`` (switch ``lr_schedule: hf``): linear warmup from 0 over
+    ``round(warmup_ratio * total_steps)`` steps (at least one when ``warmup_ratio > 0``), then a cosine to 0
+    over the remaining steps. ``warmup_ratio: 0`` has no warmup: the first step runs at the full lr."""
+    if not 0.0 <= warmup_ratio <= 1.0:
+        raise ValueError(f"model.warmup_ratio={warmup_ratio}: expected a fraction of the training steps in [0, 1] "
+                         "(paper: 0.1; 0 = no warmup)")
+    warmup = max(1, int(round(warmup_ratio * total_steps))) if warmup_ratio > 0 else 0
 
     def factor(step: int) -> float:
         if step < warmup:
