@@ -1,0 +1,57 @@
+"""``XCLIPModelCheckpoint``: Lightning's ``ModelCheckpoint`` with a named rule for equal monitored values.
+
+The reference selects its best epoch by validation t2v R@1 with ``>=`` (xclip-method.md 5.6): a later epoch
+that ties the best replaces it. Lightning's ``ModelCheckpoint`` replaces only on a strictly better value, so
+it keeps the earlier one. R@1 moves in steps of 100 / #queries (0.1 on 1,000 captions), so ties happen and
+change which checkpoint is tested.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import Tensor
+
+CheckpointTies = Literal["earlier", "later"]
+
+
+class XCLIPModelCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` (every argument as there) plus ``ties``.
+
+    Args:
+        ties: which checkpoint wins when the monitored value equals the best kept so far (or the k-th best
+            with ``save_top_k > 1``): ``later`` = the newer one replaces it (the reference's ``>=``; default),
+            ``earlier`` = the older one stays (Lightning's strict comparison).
+        *args: positional arguments of ``ModelCheckpoint``.
+        **kwargs: keyword arguments of ``ModelCheckpoint`` (``monitor``, ``mode``, ``save_top_k``, ...).
+    """
+
+    def __init__(self, *args, ties: CheckpointTies = "later", **kwargs) -> None:
+        if ties not in ("earlier", "later"):
+            raise ValueError(f"checkpoint.ties={ties!r}: expected 'earlier' (keep the older checkpoint on an equal "
+                             "monitored value, Lightning) or 'later' (the newer one replaces it, the reference)")
+        super().__init__(*args, **kwargs)
+        self.ties = ties
+
+    def check_monitor_top_k(self, trainer, current: Tensor | None = None) -> bool:
+        """Whether ``current`` enters the top k; with ``ties: later`` an equal value enters too."""
+        if self.ties == "earlier" or current is None or self.save_top_k == -1 or len(self.best_k_models) < self.save_top_k:
+            return super().check_monitor_top_k(trainer, current)
+        at_least_as_good = {"min": torch.le, "max": torch.ge}[self.mode]
+        decision = bool(at_least_as_good(current, self.best_k_models[self.kth_best_model_path]))
+        return trainer.strategy.reduce_boolean_decision(decision)  # every rank decides the same
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        """With ``ties: later``, the best path is the newest of the equally best before anything is written
+        (the saved callback state then names it too)."""
+        if self.ties == "later" and self.best_k_models:
+            self.best_model_path = _newest_best(self.best_k_models, self.mode)
+            self.best_model_score = self.best_k_models[self.best_model_path]
+        super()._save_checkpoint(trainer, filepath)
+
+
+def _newest_best(scores: dict[str, Tensor], mode: str) -> str:
+    """The last inserted (newest) path among those with the best score; insertion order is save order."""
+    best = (min if mode == "min" else max)(scores.values())
+    return [path for path, score in scores.items() if score == best][-1]
