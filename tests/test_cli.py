@@ -87,6 +87,7 @@ def test_help_explains_every_argument():
     for name in inspect.signature(XCLIPRetrieval.__init__).parameters:
         if name not in {"self"} | linked:
             assert f"--model.{name} " in out.stdout, name
+    assert "--checkpoint.ties " in out.stdout and "later" in out.stdout
     doc = XCLIPRetrieval.__doc__
     assert "AOSM softmax temperature" in doc and "AOSM softmax temperature" in out.stdout
     data_help = subprocess.run([sys.executable, "-m", "xclip_pl.cli", "fit", "--data.help", "datamodules.msrvtt.MSRVTTDataModule"],
@@ -94,3 +95,15 @@ def test_help_explains_every_argument():
     assert data_help.returncode == 0, data_help.stderr
     for name in ("root", "max_words", "max_frames", "fps", "frame_sampling", "batch_size", "train_csv", "video_dir"):
         assert f"--data.{name} " in data_help.stdout, name
+
+
+def test_checkpoint_ties_is_set_from_the_config(tmp_path):
+    config = tiny_config(tmp_path, tmp_path / "unused")  # nothing is read: the classes are only built
+    text = yaml.safe_load(config.read_text())
+    text["trainer"]["logger"] = False
+    for ties in ("earlier", "later"):
+        text["checkpoint"] = {"ties": ties}
+        config.write_text(yaml.safe_dump(text))
+        cli = build_cli(["--config", str(config)], run=False)
+        assert cli.trainer.checkpoint_callback.ties == ties
+        assert cli.trainer.checkpoint_callback.monitor == "val/t2v/R@1"

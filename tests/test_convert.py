@@ -1,17 +1,20 @@
 """`xclip-pl convert` + `xclip-pl test` on a reference-format checkpoint equal the Python loading path."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from transformers import CLIPModel
 
 from datamodules.synthetic import SyntheticDataModule
 from helpers_model import randomize_matrices
 from xclip_pl import XCLIP
 from xclip_pl.cli import build_cli, main
+from xclip_pl.convert import convert
 from xclip_pl.model.official import xclip_to_official
 from xclip_pl.module import XCLIPRetrieval
 
@@ -52,8 +55,9 @@ def test_convert_then_cli_test_equals_python_loading(setup_files):
     tmp, reference, tokenizer_dir = setup_files
     main(["convert", str(tmp / "converted"), "--reference_checkpoint", str(reference), "--max_words", str(WORDS),
           "--max_frames", str(FRAMES), "--tokenizer", str(tokenizer_dir)])
-    ckpt = tmp / "converted" / "xclip.ckpt"
-    from_cli = run_test_cli(tmp, ckpt)
+    shutil.move(tmp / "converted", tmp / "moved")  # as if copied to another machine: the original path is gone
+    ckpt = tmp / "moved" / "xclip.ckpt"
+    from_cli = run_test_cli(tmp, ckpt)  # the tokenizer comes from clip/ beside the checkpoint
 
     module = XCLIPRetrieval(official_checkpoint=str(reference), max_words=WORDS, max_frames=FRAMES)
     datamodule = SyntheticDataModule(**data_args(tmp / "data"), tokenizer=str(tokenizer_dir))
@@ -69,3 +73,28 @@ def test_checkpoint_sizes_must_match_the_data(setup_files):
           "--max_frames", str(FRAMES), "--tokenizer", str(tokenizer_dir)])
     with pytest.raises(ValueError, match=r"max_words=16.*max_words=12"):
         run_test_cli(tmp, tmp / "converted2" / "xclip.ckpt", words=12)
+
+
+def test_converted_checkpoint_loads_after_its_directory_moves(setup_files, monkeypatch):
+    tmp, reference, tokenizer_dir = setup_files
+    convert(str(tmp / "portable"), reference_checkpoint=str(reference), max_words=WORDS, max_frames=FRAMES)
+    shutil.move(tmp / "portable", tmp / "elsewhere")
+    assert not (tmp / "portable").exists()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("from_pretrained was called: the checkpoint holds every weight")
+
+    monkeypatch.setattr(CLIPModel, "from_pretrained", refuse)
+    loaded = XCLIPRetrieval.load_from_checkpoint(tmp / "elsewhere" / "xclip.ckpt", map_location="cpu")
+    expected = XCLIPRetrieval(official_checkpoint=str(reference), max_words=WORDS, max_frames=FRAMES).state_dict()
+    state = loaded.state_dict()
+    assert state.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_cli_needs_a_tokenizer_for_a_checkpoint_converted_without_one(setup_files):
+    tmp, reference, tokenizer_dir = setup_files
+    convert(str(tmp / "no_tokenizer"), reference_checkpoint=str(reference), max_words=WORDS, max_frames=FRAMES)
+    with pytest.raises(ValueError, match=r"converted without --tokenizer.*data.init_args.tokenizer"):
+        run_test_cli(tmp, tmp / "no_tokenizer" / "xclip.ckpt")

@@ -18,6 +18,7 @@ from xclip_pl.fidelity import (
     gather_features_local_grad, reference_parameter_groups, reference_warmup_cosine,
 )
 from xclip_pl.loss import contrastive_loss
+from xclip_pl.module import XCLIPRetrieval
 from xclip_pl.model.presets import preset_config
 from xclip_pl.optim import parameter_groups
 
@@ -255,7 +256,8 @@ def _worker(rank, port, out_path):
     dist.init_process_group("gloo", rank=rank, world_size=2)
     model, batch = _build()
     result = {"sum": _averaged_grads(model, batch, rank, gather_features),
-              "local_slice": _averaged_grads(model, batch, rank, gather_features_local_grad)}
+              "local_slice": _averaged_grads(model, batch, rank, gather_features_local_grad),
+              "local_slice_as_4": _averaged_grads(model, batch, rank, feature_gather("local_slice", 4))}
     if rank == 0:
         torch.save(result, out_path)
     dist.destroy_process_group()
@@ -273,6 +275,40 @@ def test_local_slice_gather_scales_encoder_gradients_by_one_over_world(tmp_path)
         torch.testing.assert_close(result["local_slice"][name], result["sum"][name] / 2, rtol=1e-4, atol=1e-7, msg=name)
     for name in head:
         torch.testing.assert_close(result["local_slice"][name], result["sum"][name], rtol=1e-4, atol=1e-7, msg=name)
+    # gather_grad_devices: 4 on these 2 processes: the encoders get 1/4 (the reference on 4 GPUs), the head all
+    for name in encoder:
+        torch.testing.assert_close(result["local_slice_as_4"][name], result["sum"][name] / 4, rtol=1e-4, atol=1e-7, msg=name)
+    for name in head:
+        torch.testing.assert_close(result["local_slice_as_4"][name], result["sum"][name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_gather_grad_devices_in_one_process_scales_encoder_gradients():
+    """One process standing in for the reference's 4 GPUs: encoder gradients are 1/4 of the exact ones,
+    the parameters after the gather (AOSM matrices, logit scale) keep theirs; the loss is unchanged."""
+    model, batch = _build()
+    ids, mask, pixels, frame_mask = batch
+
+    def grads(gather):
+        model.zero_grad(set_to_none=True)
+        text, video = model.encode_text(ids, mask), model.encode_video(pixels, frame_mask)
+        loss = contrastive_loss(model.similarity, text, video, gather, 0, 1, local_loss=False)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    exact_loss, exact = grads(gather_features)
+    scaled_loss, scaled = grads(feature_gather("local_slice", 4))
+    torch.testing.assert_close(scaled_loss, exact_loss)
+    after_gather = ("similarity_head.", "towers.clip.logit_scale")
+    encoder = [n for n, g in exact.items() if not n.startswith(after_gather) and g.abs().sum() > 0]
+    assert len(encoder) > 50
+    for name, grad in exact.items():
+        expected = grad if name.startswith(after_gather) else grad / 4
+        torch.testing.assert_close(scaled[name], expected, rtol=1e-5, atol=1e-8, msg=name)
+
+
+def test_gather_grad_devices_needs_local_slice():
+    with pytest.raises(ValueError, match="gather_grad_devices=4 applies to model.gather_grad: local_slice"):
+        XCLIPRetrieval(clip="tiny", gather_grad_devices=4)
 
 
 def test_local_gather_is_identity_in_one_process():

@@ -6,10 +6,11 @@ import importlib.metadata
 import sys
 
 from jsonargparse import lazy_instance
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
+from .checkpointing import XCLIPModelCheckpoint
 from .data.datamodule import VideoTextDataModule
+from .convert import converted_tokenizer
 from .loggers import XCLIPWandbLogger
 from .model.openai_clip import is_openai_checkpoint, tokenizer_hint
 from .model.presets import PRESETS
@@ -31,7 +32,7 @@ class XCLIPSaveConfig(SaveConfigCallback):
 
 class XCLIPCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(XCLIPModelCheckpoint, "checkpoint")  # + checkpoint.ties (reference: later)
         parser.set_defaults({"checkpoint.monitor": "val/t2v/R@1", "checkpoint.mode": "max", "checkpoint.save_last": True,
                              "checkpoint.filename": "best-epoch{epoch}-step{step}", "checkpoint.auto_insert_metric_name": False})
         parser.add_lightning_class_args(EmbeddingWriter, "prediction_writer")
@@ -44,7 +45,14 @@ class XCLIPCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         data_args = cfg.data.init_args
         clip = cfg.model.clip
-        if data_args.get("tokenizer") is None and clip not in PRESETS and not cfg.model.get("official_checkpoint"):
+        if data_args.get("tokenizer") is not None:
+            return
+        if cfg.model.get("clip_config") and cfg.get("ckpt_path"):  # a checkpoint written by `xclip-pl convert`
+            data_args.tokenizer = converted_tokenizer(cfg.ckpt_path)
+            if data_args.tokenizer is None:
+                raise ValueError(f"{cfg.ckpt_path} was converted without --tokenizer and data.init_args.tokenizer is unset: "
+                                 "set data.init_args.tokenizer to the CLIP tokenizer directory of these weights")
+        elif clip is not None and clip not in PRESETS and not cfg.model.get("official_checkpoint"):
             if is_openai_checkpoint(clip):
                 raise ValueError(tokenizer_hint(clip))
             data_args.tokenizer = clip  # a pretrained CLIP directory or hub id brings its own tokenizer
@@ -52,8 +60,9 @@ class XCLIPCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         size = self.model.image_size
         if self.datamodule.hparams.get("image_size", size) != size:
+            clip = self.model.hparams.clip or self.model.hparams.official_checkpoint or "the checkpoint's CLIP"
             raise ValueError(f"data.image_size={self.datamodule.hparams['image_size']} but the CLIP vision tower "
-                             f"({self.model.hparams.clip}) expects {size}: set data.init_args.image_size={size}")
+                             f"({clip}) expects {size}: set data.init_args.image_size={size}")
 
     def _finish_wandb(self) -> None:
         """Close the W&B run so the summary and files are written now (offline runs: ready for `wandb sync`)."""

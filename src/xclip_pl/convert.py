@@ -1,9 +1,11 @@
 """``xclip-pl convert``: a reference X-CLIP checkpoint (and/or an OpenAI CLIP file) -> an xclip-pl checkpoint.
 
-The output directory holds ``clip/`` (the CLIP towers as a Hugging Face directory, plus the tokenizer
-files when given) and ``xclip.ckpt`` (a Lightning checkpoint of :class:`~xclip_pl.module.XCLIPRetrieval`
-whose hyper-parameters point at ``clip/``), which ``xclip-pl test --ckpt_path`` and ``xclip-pl fit
---ckpt_path`` accept, and ``XCLIPRetrieval.load_from_checkpoint`` loads.
+The output directory holds ``clip/`` (the CLIP towers as a Hugging Face directory, usable as ``model.clip``,
+plus the tokenizer files when given) and ``xclip.ckpt`` (a Lightning checkpoint of
+:class:`~xclip_pl.module.XCLIPRetrieval` holding every weight, with the CLIP sizes in its hyper-parameters
+as ``clip_config`` and no path), which ``xclip-pl test --ckpt_path`` and ``xclip-pl fit --ckpt_path``
+accept, and ``XCLIPRetrieval.load_from_checkpoint`` loads, wherever the directory is moved. The CLI takes
+the tokenizer from ``clip/`` beside the checkpoint when ``data.tokenizer`` is unset.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import pytorch_lightning as pl
 import torch
 
 from .module import XCLIPRetrieval
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def convert(output_dir: str, reference_checkpoint: str | None = None, openai_clip: str | None = None,
@@ -27,8 +31,8 @@ def convert(output_dir: str, reference_checkpoint: str | None = None, openai_cli
             the reference's initialisation of the rest; with ``reference_checkpoint`` it is not needed.
         max_words: caption length of the checkpoint (sizes of its L x L AOSM matrices).
         max_frames: frames per video of the checkpoint (sizes of its F x F AOSM matrices).
-        tokenizer: a Hugging Face CLIP tokenizer directory to copy into ``clip/`` (then ``data.tokenizer`` can be
-            left unset, since a CLIP directory brings its tokenizer).
+        tokenizer: a Hugging Face CLIP tokenizer directory to copy into ``clip/`` (then ``xclip-pl test --ckpt_path
+            <output_dir>/xclip.ckpt`` takes it from there and ``data.tokenizer`` can be left unset).
     """
     if not reference_checkpoint and not openai_clip:
         raise ValueError("convert needs --reference_checkpoint (pytorch_model.bin.N) and/or --openai_clip (ViT-B-32.pt)")
@@ -42,18 +46,32 @@ def convert(output_dir: str, reference_checkpoint: str | None = None, openai_cli
     module.model.towers.clip.save_pretrained(clip_dir)
     if tokenizer:
         _copy_tokenizer(Path(tokenizer), clip_dir)
-    hparams = dict(module.hparams)
-    hparams.update(clip=str(clip_dir.resolve()), official_checkpoint=None)
-    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": hparams,
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": portable_hparams(module),
                   "pytorch-lightning_version": pl.__version__, "epoch": 0, "global_step": 0}
     torch.save(checkpoint, out / "xclip.ckpt")
     print(f"wrote {out / 'xclip.ckpt'} (CLIP towers in {clip_dir})")
     return out / "xclip.ckpt"
 
 
+def portable_hparams(module: XCLIPRetrieval) -> dict:
+    """The module's hyper-parameters with the CLIP described by its sizes (``clip_config``), not by a path:
+    the checkpoint holds every weight, so it loads on any machine without ``clip/`` or the reference file."""
+    config = module.model.towers.clip.config.to_diff_dict()
+    config.pop("transformers_version", None)
+    return {**dict(module.hparams), "clip": None, "clip_config": config, "official_checkpoint": None,
+            "temporal_layers": len(module.model.temporal.blocks), "temporal_init": None}
+
+
+def converted_tokenizer(checkpoint: str | None) -> str | None:
+    """``clip/`` beside a checkpoint written by ``convert`` when it holds tokenizer files (``--tokenizer``), else None."""
+    if not checkpoint:
+        return None
+    clip_dir = Path(checkpoint).parent / "clip"
+    return str(clip_dir) if any((clip_dir / name).is_file() for name in TOKENIZER_FILES) else None
+
+
 def _copy_tokenizer(source: Path, clip_dir: Path) -> None:
-    names = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-    found = [source / n for n in names if (source / n).is_file()]
+    found = [source / n for n in TOKENIZER_FILES if (source / n).is_file()]
     if not found:
         raise ValueError(f"--tokenizer {source}: no vocab.json/merges.txt or tokenizer.json there")
     for path in found:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import fields
+from functools import partial
 from typing import Callable, Iterable, Literal
 
 import torch
@@ -257,29 +258,53 @@ class LocalSliceAllGather(torch.autograd.Function):
         return grad[ctx.rank * ctx.local : (ctx.rank + 1) * ctx.local]
 
 
-def all_gather_local_grad(x: Tensor) -> Tensor:
+class ScaleGrad(torch.autograd.Function):
+    """Identity forward; the backward multiplies the incoming gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def all_gather_local_grad(x: Tensor, reference_devices: int | None = None) -> Tensor:
     """Concatenate ``x`` from every rank; the backward keeps this rank's slice only (see :class:`LocalSliceAllGather`).
-    Identity in a single process; non-float tensors (masks) are gathered without gradient."""
-    if world()[1] == 1:
-        return x
+    Identity in a single process; non-float tensors (masks) are gathered without gradient.
+
+    ``reference_devices`` (R): scale this rank's slice by W / R, so that after DDP's averaging over the W
+    ranks the encoders receive 1/R of the global-loss gradient, as the reference code on R GPUs, whatever W.
+    """
+    size = world()[1]
     if not x.is_floating_point():
-        return all_gather_no_grad(x)
-    return LocalSliceAllGather.apply(x)
+        return x if size == 1 else all_gather_no_grad(x)
+    if reference_devices is not None and reference_devices != size:
+        x = ScaleGrad.apply(x, size / reference_devices)
+    return x if size == 1 else LocalSliceAllGather.apply(x)
 
 
-def gather_features_local_grad(feats: TextFeatures | VideoFeatures) -> TextFeatures | VideoFeatures:
+def gather_features_local_grad(feats: TextFeatures | VideoFeatures,
+                               reference_devices: int | None = None) -> TextFeatures | VideoFeatures:
     """Drop-in for ``distributed.gather_features`` with the reference's local-slice backward (``gather_grad="local_slice"``).
 
     Only the reference's behaviour with the full N x N loss (``local_loss=False``): with ``local_loss=True``
     each rank's loss covers only its own rows, and a local-slice backward then drops the other ranks' terms.
+    ``reference_devices``: see :func:`all_gather_local_grad`.
     """
-    return type(feats)(*(all_gather_local_grad(getattr(feats, f.name)) for f in fields(feats)))
+    return type(feats)(*(all_gather_local_grad(getattr(feats, f.name), reference_devices) for f in fields(feats)))
 
 
-def feature_gather(gather_grad: GatherGrad) -> Callable[[TextFeatures | VideoFeatures], TextFeatures | VideoFeatures]:
-    """The ``gather`` argument of :func:`xclip_pl.loss.contrastive_loss` for switch ``gather_grad``."""
+def feature_gather(gather_grad: GatherGrad, reference_devices: int | None = None
+                   ) -> Callable[[TextFeatures | VideoFeatures], TextFeatures | VideoFeatures]:
+    """The ``gather`` argument of :func:`xclip_pl.loss.contrastive_loss` for switch ``gather_grad``
+    (``reference_devices``: switch ``gather_grad_devices``, used with ``local_slice`` only)."""
     if gather_grad == "sum":
         return gather_features
     if gather_grad == "local_slice":
-        return gather_features_local_grad
+        if reference_devices is None:
+            return gather_features_local_grad
+        return partial(gather_features_local_grad, reference_devices=reference_devices)
     raise ValueError(f"gather_grad={gather_grad!r}: expected 'sum' (exact full-batch gradients) or 'local_slice' (reference)")

@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
+from transformers import CLIPConfig
 
 from .distributed import all_gather_no_grad, all_gather_uneven, world
 from .examples import log_retrieval_examples, top_retrievals
@@ -28,6 +29,10 @@ from .optim import build_optimizer, parameter_groups, warmup_cosine
 from .retrieval import RetrievalMetrics, TieRule
 from .testtime import TestTimeOption, rescored_metrics
 
+DEFAULT_CLIP = "tiny"
+DEFAULT_TEMPORAL_LAYERS = 4
+TemporalInit = Literal["clip_text", "random"]
+DEFAULT_TEMPORAL_INIT: TemporalInit = "clip_text"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -37,25 +42,35 @@ class XCLIPRetrieval(pl.LightningModule):
 
     Args:
         clip: CLIP backbone: a random preset (``tiny``, ``small``, ``random-vit-b-32``, ``random-vit-b-16``),
-            a local Hugging Face CLIP directory, or a hub id such as ``openai/clip-vit-base-patch32``.
+            a local Hugging Face CLIP directory, an OpenAI CLIP file, or a hub id such as
+            ``openai/clip-vit-base-patch32``. null: ``tiny``, or the CLIP that ``official_checkpoint`` /
+            ``clip_config`` describe; given together with ``official_checkpoint``, its sizes must be the
+            checkpoint's (only its config is read).
+        clip_config: CLIP sizes as a ``CLIPConfig`` dict, built with random weights: what ``xclip-pl convert``
+            writes into its checkpoint so that it loads on any machine (the checkpoint's weights replace them).
+            Needs ``clip: null`` and ``official_checkpoint: null``.
         max_words: caption length in tokens (linked from ``data.max_words``).
         max_frames: frames per video (linked from ``data.max_frames``).
-        temporal_layers: temporal transformer blocks (paper: 4).
+        temporal_layers: temporal transformer blocks (paper: 4). null: 4, or the checkpoint's number with
+            ``official_checkpoint`` (an explicit value must equal it).
         temporal_layer_norm_eps: LayerNorm epsilon of the temporal blocks (reference: 1e-12).
         temporal_init: ``clip_text`` copies CLIP text blocks and positions into the temporal encoder
-            (reference); ``random`` starts it fresh.
+            (reference); ``random`` starts it fresh. null: ``clip_text``; must be null with
+            ``official_checkpoint``, which holds the temporal weights.
         temperature: AOSM softmax temperature (paper: 0.01).
         mask_padding: mask pad tokens and padded frames in AOSM (reference: false).
         frame_features: frames entering AOSM: ``clip`` (before the temporal encoder, reference) or
             ``temporal`` (after it, the paper's figure).
         text_padding_mask: give the text transformer a padding mask (reference: false).
-        official_checkpoint: optional reference X-CLIP ``pytorch_model.bin.N`` to initialise every weight from.
+        official_checkpoint: optional reference X-CLIP ``pytorch_model.bin.N`` to initialise every weight from;
+            the CLIP sizes and temporal depth are read from its tensors (no pretrained weights are loaded).
         lr: learning rate of the new modules (temporal encoder, AOSM matrices).
         backbone_lr_scale: CLIP learning rate = ``lr * backbone_lr_scale`` (paper: 1e-3).
         weight_decay: decoupled weight decay (no decay on biases, norms and embeddings).
         betas: Adam betas (paper: 0.9, 0.98).
         eps: Adam epsilon (paper: 1e-6).
-        warmup_ratio: fraction of the steps with linear warmup before the cosine decay (paper: 0.1).
+        warmup_ratio: fraction of the steps with linear warmup before the cosine decay (paper: 0.1); 0 = no
+            warmup, the first step at the full lr.
         max_logit_scale: ``logit_scale`` is clamped to this after every step (ln 100).
         local_loss: each rank scores only its own rows and columns of the global logits (same gradients,
             ~2/W of the AOSM work); false computes the full global matrix on every rank, as the reference.
@@ -89,13 +104,20 @@ class XCLIPRetrieval(pl.LightningModule):
             the AOSM matrices are decayed) or ``bias_norm_embedding`` (biases, norms, embeddings, scalars).
         gather_grad: backward of the feature all-gather: ``sum`` (exact full-batch gradients) or
             ``local_slice`` (reference: this rank's slice only, so encoder gradients are 1/W of the head's;
-            requires ``local_loss: false``).
+            requires ``local_loss: false``). Under ``local_slice`` the GPU count is part of the recipe: it sets
+            the encoders' gradient scale, hence the effective CLIP learning rate, the global clip and which
+            fp16 weights move.
+        gather_grad_devices: with ``local_slice``: the GPU count whose gradient scale to reproduce (the paper
+            recipes write the reference's, e.g. 4): each rank's slice is scaled by W / this, so on any W GPUs
+            the encoders get 1/this of the head's gradient. None: 1/W of this run's W GPUs (the reference
+            code as it would run here).
         v2t_multi_caption: which multi-caption video-to-text convention is logged as ``v2t/*`` (the other
             one goes to ``v2t_standard/*`` or ``v2t_group_max/*``): ``standard`` (best caption among all
             captions) or ``group_max`` (the reference's, used by the paper's MSVD numbers).
-        test_time: test-time re-scorings evaluated beside the raw metrics and logged under their own names
-            (``test/dsl/t2v/R@1``): ``dsl`` (dual softmax; sees all test queries), ``qb_norm`` (QB-Norm with a
-            bank of training captions; t2v only), ``sinkhorn`` (doubly-stochastic normalisation). None: off.
+        test_time: test-time re-scorings evaluated beside the raw metrics at ``test`` only (never at validation)
+            and logged under their own names (``test/dsl/t2v/R@1``): ``dsl`` (dual softmax; sees all test
+            queries), ``qb_norm`` (QB-Norm with a bank of training captions; t2v only), ``sinkhorn``
+            (doubly-stochastic normalisation). None: off.
         test_time_temperature: temperature of DSL / QB-Norm / Sinkhorn, in logit units (logits carry the logit
             scale, ~100, so 1.0 here is 0.01 on cosine similarities).
         qb_norm_bank_size: number of training captions in the QB-Norm query bank.
@@ -106,17 +128,18 @@ class XCLIPRetrieval(pl.LightningModule):
 
     def __init__(
         self,
-        clip: str = "tiny",
+        clip: str | None = None,
         max_words: int = 32,
         max_frames: int = 12,
-        temporal_layers: int = 4,
+        temporal_layers: int | None = None,
         temporal_layer_norm_eps: float = 1e-12,
-        temporal_init: Literal["clip_text", "random"] = "clip_text",
+        temporal_init: TemporalInit | None = None,
         temperature: float = 0.01,
         mask_padding: bool = False,
         frame_features: Literal["clip", "temporal"] = "clip",
         text_padding_mask: bool = False,
         official_checkpoint: str | None = None,
+        clip_config: dict | None = None,
         lr: float = 1e-4,
         backbone_lr_scale: float = 1e-3,
         weight_decay: float = 0.2,
@@ -139,6 +162,7 @@ class XCLIPRetrieval(pl.LightningModule):
         lr_schedule: LrSchedule = "hf",
         no_decay: NoDecay = "bias_norm_embedding",
         gather_grad: GatherGrad = "sum",
+        gather_grad_devices: int | None = None,
         v2t_multi_caption: Literal["standard", "group_max"] = "standard",
         test_time: list[TestTimeOption] | None = None,
         test_time_temperature: float = 1.0,
@@ -152,6 +176,9 @@ class XCLIPRetrieval(pl.LightningModule):
         if gather_grad == "local_slice" and local_loss:
             raise ValueError("model.gather_grad=local_slice reproduces the reference only with the full N x N loss: "
                              "set model.local_loss: false (or gather_grad: sum)")
+        if gather_grad_devices is not None and (gather_grad != "local_slice" or gather_grad_devices < 1):
+            raise ValueError(f"model.gather_grad_devices={gather_grad_devices} applies to model.gather_grad: local_slice "
+                             f"(got {gather_grad!r}) and must be >= 1: set it to the recipe's GPU count or null")
         self.model = self._build_model()
         self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 1, 3, 1, 1), persistent=False)
@@ -166,13 +193,28 @@ class XCLIPRetrieval(pl.LightningModule):
                           temperature=hp.temperature, mask_padding=hp.mask_padding, frame_features=hp.frame_features,
                           text_padding_mask=hp.text_padding_mask, encode_padded_frames=hp.encode_padded_frames)
         if hp.official_checkpoint:
-            model = XCLIP.from_official_checkpoint(hp.official_checkpoint, **model_args)
+            if hp.clip_config is not None:
+                raise ValueError("model.official_checkpoint and model.clip_config both describe the CLIP: set "
+                                 "model.clip_config: null (the checkpoint's sizes are used)")
+            model = XCLIP.from_official_checkpoint(hp.official_checkpoint, clip=hp.clip, temporal_layers=hp.temporal_layers,
+                                                   temporal_init=hp.temporal_init, **model_args)
         else:
-            model = XCLIP(hp.clip, temporal_layers=hp.temporal_layers, temporal_init=hp.temporal_init, **model_args)
+            model = XCLIP(self._clip_source(), temporal_layers=_default(hp.temporal_layers, DEFAULT_TEMPORAL_LAYERS),
+                          temporal_init=_default(hp.temporal_init, DEFAULT_TEMPORAL_INIT), **model_args)
         if hp.clip_dtype == "fp16":
             cast_towers_fp16(model.towers.clip)  # after the temporal encoder copied the fp32 text blocks
         freeze_clip_layers(model.towers.clip, hp.freeze_layers)
         return model
+
+    def _clip_source(self) -> str | CLIPConfig:
+        """What builds the CLIP without an official checkpoint: ``clip_config``, else ``clip``, else the default."""
+        hp = self.hparams
+        if hp.clip_config is None:
+            return _default(hp.clip, DEFAULT_CLIP)
+        if hp.clip is not None:
+            raise ValueError(f"model.clip={hp.clip!r} and model.clip_config both describe the CLIP: set one of them "
+                             "to null (clip_config comes with checkpoints written by `xclip-pl convert`)")
+        return CLIPConfig.from_dict(hp.clip_config)
 
     @property
     def image_size(self) -> int:
@@ -231,7 +273,7 @@ class XCLIPRetrieval(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         text, video = self.encode_text_batch(batch), self.encode_video_batch(batch)
         rank, world_size = world()
-        gather = feature_gather(self.hparams.gather_grad)
+        gather = feature_gather(self.hparams.gather_grad, self.hparams.gather_grad_devices)
         video_ids = batch["video_index"] if self.hparams.false_negative_mask else None
         loss = contrastive_loss(self.model.similarity, text, video, gather, rank, world_size, self.hparams.local_loss,
                                 video_ids=video_ids, gather_ids=all_gather_no_grad)
@@ -291,8 +333,8 @@ class XCLIPRetrieval(pl.LightningModule):
         self.log(f"{stage}/num_captions", float(len(text)))
         self.log(f"{stage}/num_videos", float(len(video)))
         self.log(f"{stage}/num_undecodable_videos", float((~video_ok).sum()))
-        if self.hparams.test_time:
-            self._log_test_time(stage, rows, caption_index[mine], caption_video, text, video, ~video_ok)
+        if self.hparams.test_time and stage == "test":  # re-scorings are test-time only: never at validation
+            self._log_test_time(rows, caption_index[mine], caption_video, text, video, ~video_ok)
         self._log_examples(stage, rows, caption_index[mine], caption_video[mine])
         return metrics
 
@@ -305,9 +347,10 @@ class XCLIPRetrieval(pl.LightningModule):
         retrievals = top_retrievals(rows, caption_index, caption_video, self.hparams.log_examples)
         log_retrieval_examples(self.logger, datamodule, stage, retrievals)
 
-    def _log_test_time(self, stage: str, rows: Tensor, row_index: Tensor, caption_video: Tensor,
+    def _log_test_time(self, rows: Tensor, row_index: Tensor, caption_video: Tensor,
                        text: TextFeatures, video: VideoFeatures, missing: Tensor) -> None:
-        """Every rank assembles the full matrix and scores each test-time option (identical on all ranks)."""
+        """At ``test`` only: every rank assembles the full matrix and scores each test-time option (identical on
+        all ranks), logged as ``test/<option>/*``."""
         hp = self.hparams
         index = all_gather_uneven(row_index)
         sim = all_gather_uneven(rows)[torch.argsort(index)]  # [captions, videos] in caption order
@@ -317,9 +360,8 @@ class XCLIPRetrieval(pl.LightningModule):
                                        bank_sim=bank_sim, qb_norm_k=hp.qb_norm_k, qb_norm_beta=hp.qb_norm_beta,
                                        sinkhorn_iterations=hp.sinkhorn_iterations)
             metrics = _name_v2t(metrics, hp.v2t_multi_caption)
-            self.log_dict({f"{stage}/{option}/{k}": v for k, v in metrics.items()}, sync_dist=False)
-            if stage == "test":
-                rank_zero_info(format_metric_table(metrics, title=f"test retrieval with {option} (test-time re-scoring)"))
+            self.log_dict({f"test/{option}/{k}": v for k, v in metrics.items()}, sync_dist=False)
+            rank_zero_info(format_metric_table(metrics, title=f"test retrieval with {option} (test-time re-scoring)"))
 
     @torch.no_grad()
     def _qb_norm_bank(self, video: VideoFeatures) -> Tensor:
@@ -354,6 +396,11 @@ class XCLIPRetrieval(pl.LightningModule):
         schedule = reference_warmup_cosine if hp.lr_schedule == "reference" else warmup_cosine
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total, hp.warmup_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _default(value, default):
+    """``value``, or ``default`` where it is None (arguments whose None means "the usual value")."""
+    return default if value is None else value
 
 
 def _name_v2t(metrics: dict[str, float], headline: str) -> dict[str, float]:

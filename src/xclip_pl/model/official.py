@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from transformers import CLIPConfig
 
+from .presets import PRESETS, preset_config
+
 AOSM_MATRICES = (
     "global_mat_weight", "word_logit_weight", "frame_logit_weight", "local_mat_weight",
     "frame_mat_weight", "word_mat_weight", "frame_mat_weight2", "word_mat_weight2",
@@ -158,12 +160,68 @@ def check_official_keys(official: dict[str, Tensor], path: str | Path, max_words
         )
 
 
-def load_official_checkpoint(cls, path: str | Path, max_words: int, max_frames: int, **kwargs):
-    """Build ``cls`` (XCLIP) with the checkpoint's CLIP sizes and load every weight; mismatches raise."""
+CLIP_SIZES = (  # (config part, field): what fixes the shapes of the CLIP weights
+    ("text", "vocab_size"), ("text", "hidden_size"), ("text", "intermediate_size"), ("text", "num_hidden_layers"),
+    ("text", "num_attention_heads"), ("text", "max_position_embeddings"),
+    ("vision", "hidden_size"), ("vision", "intermediate_size"), ("vision", "num_hidden_layers"),
+    ("vision", "num_attention_heads"), ("vision", "patch_size"), ("vision", "image_size"), ("", "projection_dim"),
+)
+
+
+def clip_sizes(config: CLIPConfig) -> dict[str, int]:
+    """``{"text.hidden_size": 512, ..., "projection_dim": 512}``: the sizes that shape a CLIP's weights."""
+    parts = {"text": config.text_config, "vision": config.vision_config, "": config}
+    return {f"{part}.{field}".lstrip("."): getattr(parts[part], field) for part, field in CLIP_SIZES}
+
+
+def named_clip_config(clip: str) -> CLIPConfig:
+    """The config of what ``model.clip`` names, without loading weights: a preset, an OpenAI checkpoint file
+    (its tensors' shapes), or a Hugging Face directory / hub id (its ``config.json`` only)."""
+    from .openai_clip import is_openai_checkpoint, load_openai_state_dict  # noqa: PLC0415 (it imports this module)
+
+    if clip in PRESETS:
+        return preset_config(clip)
+    if is_openai_checkpoint(clip):
+        return infer_clip_config(load_openai_state_dict(clip))
+    try:
+        return CLIPConfig.from_pretrained(clip)
+    except OSError as err:
+        raise ValueError(f"model.clip={clip!r}: could not read its config to compare it with model.official_checkpoint "
+                         f"({err}); set model.clip: null, the CLIP sizes come from the checkpoint") from err
+
+
+def check_explicit_arguments(path: str | Path, config: CLIPConfig, layers: int, clip: str | None,
+                             temporal_layers: int | None, temporal_init: str | None) -> None:
+    """With an official checkpoint, the CLIP sizes and the temporal encoder come from its tensors. Arguments
+    given explicitly (not None) must agree with them; ``temporal_init`` has nothing to initialise."""
+    if clip is not None:
+        ours, theirs = clip_sizes(named_clip_config(clip)), clip_sizes(config)
+        differ = [k for k in theirs if ours[k] != theirs[k]]
+        if differ:
+            raise ValueError(f"model.clip={clip!r} has {_sizes(ours, differ)} but the checkpoint {path} has "
+                             f"{_sizes(theirs, differ)}: set model.clip: null (the CLIP comes from the checkpoint)")
+    if temporal_layers is not None and temporal_layers != layers:
+        raise ValueError(f"model.temporal_layers={temporal_layers} but the checkpoint {path} has {layers} temporal "
+                         f"blocks: set model.temporal_layers: null (or {layers})")
+    if temporal_init is not None:
+        raise ValueError(f"model.temporal_init={temporal_init!r} has no effect with model.official_checkpoint (every "
+                         "temporal weight comes from the checkpoint): set model.temporal_init: null")
+
+
+def _sizes(sizes: dict[str, int], keys: list[str]) -> str:
+    return ", ".join(f"{k}={sizes[k]}" for k in keys)
+
+
+def load_official_checkpoint(cls, path: str | Path, max_words: int, max_frames: int, clip: str | None = None,
+                             temporal_layers: int | None = None, temporal_init: str | None = None, **kwargs):
+    """Build ``cls`` (XCLIP) with the CLIP sizes and temporal depth inferred from the checkpoint's tensors (no
+    pretrained weights are loaded) and load every weight; mismatches raise. ``clip``, ``temporal_layers`` and
+    ``temporal_init``: None, or explicit values checked against the checkpoint (:func:`check_explicit_arguments`)."""
     official = read_state_dict(path)
     check_official_keys(official, path, max_words, max_frames)
     config = infer_clip_config({k[len("clip."):]: v for k, v in official.items() if k.startswith("clip.")})
     layers = count_blocks(official, "transformerClip.resblocks.")
+    check_explicit_arguments(path, config, layers, clip, temporal_layers, temporal_init)
     model = cls(clip=config, max_words=max_words, max_frames=max_frames, temporal_layers=layers, temporal_init="random", **kwargs)
     expected = xclip_to_official(model).keys()
     ignored = {"clip.input_resolution", "clip.context_length", "clip.vocab_size"}

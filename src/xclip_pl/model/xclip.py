@@ -145,11 +145,16 @@ class XCLIP(nn.Module):
         return self.similarity(self.encode_text(input_ids, attention_mask), self.encode_video(pixel_values, frame_mask))
 
     @classmethod
-    def from_official_checkpoint(cls, path: str | Path, max_words: int = 32, max_frames: int = 12, **kwargs) -> "XCLIP":
-        """Build X-CLIP from a state dict saved by the reference code (``pytorch_model.bin.N``)."""
+    def from_official_checkpoint(cls, path: str | Path, max_words: int = 32, max_frames: int = 12, clip: str | None = None,
+                                 temporal_layers: int | None = None, temporal_init: str | None = None, **kwargs) -> "XCLIP":
+        """Build X-CLIP from a state dict saved by the reference code (``pytorch_model.bin.N``). The CLIP sizes
+        and the number of temporal blocks are read from its tensors (no pretrained weights are loaded);
+        ``clip`` / ``temporal_layers`` given explicitly must agree with them, and ``temporal_init`` must be
+        None (nothing is left to initialise). Other keyword arguments are those of :class:`XCLIP`."""
         from .official import load_official_checkpoint
 
-        return load_official_checkpoint(cls, path, max_words=max_words, max_frames=max_frames, **kwargs)
+        return load_official_checkpoint(cls, path, max_words=max_words, max_frames=max_frames, clip=clip,
+                                        temporal_layers=temporal_layers, temporal_init=temporal_init, **kwargs)
 
 
 def _block_sizes(a: int, b: int, words: int, frames: int, chunk_size: int | None, memory_budget_mb: float | None,
