@@ -434,3 +434,15 @@ def test_folder_jsonl_errors(folder_root, tmp_path):
     path.write_text('{"video": "clips/a.mp4", "caption": "x"}\n{"video": "clips/b.mp4"}\n')
     assert f"{path}, line 2: missing ['caption']" in setup_error(
         make_dm(FolderDataModule, folder_root, tmp_path, annotations=str(path)))
+
+
+def test_offline_tokenizer_cache_key_covers_the_caption_cleaning(tmp_path, monkeypatch):
+    """A tokenizer trained before a change in caption cleaning (ftfy) is not reused after it."""
+    import xclip_pl.data.datamodule as datamodule_module  # noqa: PLC0415
+
+    dm = FolderDataModule(root=tmp_path, annotations="captions.csv", tokenizer_dir=str(tmp_path / "tok"))
+    captions = ["a cat", "a dog"]
+    before = dm.offline_tokenizer_dir(captions)
+    assert dm.offline_tokenizer_dir(captions) == before and dm.offline_tokenizer_dir(["a cat"]) != before
+    monkeypatch.setattr(datamodule_module, "CLEANING_VERSION", "another cleaning")
+    assert dm.offline_tokenizer_dir(captions) != before

@@ -113,3 +113,33 @@ def test_load_tokenizer_errors(tmp_path):
     (tmp_path / "merges.txt").write_text("#version: 0.2\n")
     with pytest.raises(ValueError, match="largest id"):
         load_tokenizer(tmp_path)
+
+
+def _reference_clean(text: str) -> str:
+    """Transcription of CLIP's ``SimpleTokenizer`` cleaning (``basic_clean`` + ``whitespace_clean`` + lower)."""
+    import html
+    import re
+
+    import ftfy
+
+    text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text)).strip()
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+ODD_CAPTIONS = [
+    "He said \u201chi\u201d and didn\u2019t stop",  # curly quotes -> straight quotes
+    "a caf\u00c3\u00a9 on the corner",  # mojibake of "café"
+    "tom &amp;amp; jerry &amp;amp;amp; friends",  # doubly / triply escaped HTML
+    "  \ufb01ne\tTHE   cat\n",  # ligature, tabs, newlines, upper case
+]
+
+
+def test_cleaning_applies_ftfy_like_the_reference():
+    tok = _tiny_clip_tokenizer()
+    ids, mask = tokenize(tok, ODD_CAPTIONS, max_words=48)
+    for row, caption in enumerate(ODD_CAPTIONS):  # the reference: SOT + BPE(clean(caption)) + EOT, pad 0
+        pieces = tok(_reference_clean(caption), add_special_tokens=False)["input_ids"]
+        seq = [tok.bos_token_id, *pieces, tok.eos_token_id]
+        assert ids[row].tolist() == seq + [0] * (48 - len(seq)) and int(mask[row].sum()) == len(seq)
+    assert [clean_text(c) for c in ODD_CAPTIONS] == [_reference_clean(c) for c in ODD_CAPTIONS]

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from .bad_videos import BadVideoLog
 from .dataset import ClipLoader, EvalCaptions, EvalVideos, TrainPairs
 from .records import VideoRecord, find_record_problems
-from .tokenizer import load_tokenizer, save_tokenizer, tokenize, train_bpe_tokenizer
+from .tokenizer import CLEANING_VERSION, load_tokenizer, save_tokenizer, tokenize, train_bpe_tokenizer
 
 Split = Literal["train", "val", "test"]
 STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
@@ -243,8 +243,9 @@ class VideoTextDataModule(pl.LightningDataModule):
             self.tokenizer = train_bpe_tokenizer(captions, out_dir, self.tokenizer_vocab_size)
 
     def offline_tokenizer_dir(self, captions: list[str]) -> Path:
-        """``<tokenizer_dir>/bpe<V>-<hash of the captions>``: a new caption set trains a new tokenizer."""
-        digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()[:16]
+        """``<tokenizer_dir>/bpe<V>-<hash of the captions and the cleaning>``: a new caption set, or a change in
+        how captions are cleaned before BPE (``CLEANING_VERSION``), trains a new tokenizer."""
+        digest = hashlib.sha256("\n".join([CLEANING_VERSION, *captions]).encode()).hexdigest()[:16]
         base = Path(self.tokenizer_dir) if self.tokenizer_dir else default_cache_dir(self.root, "tokenizers")
         return base / f"bpe{self.tokenizer_vocab_size}-{digest}"
 

@@ -19,6 +19,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import ftfy
 import torch
 from torch import Tensor
 from transformers import CLIPTokenizer
@@ -30,11 +31,17 @@ CLIP_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p
 #: Byte symbols, byte symbols with ``</w>``, and the two special tokens.
 MIN_VOCAB_SIZE = 2 * 256 + 2
 _MAX_LENGTH = 77
+#: Part of the offline tokenizer's cache key: bump it when ``clean_text`` changes (2: ftfy added).
+CLEANING_VERSION = "clean-2-ftfy"
 
 
 def clean_text(text: str) -> str:
-    """CLIP's cleaning without ftfy: HTML unescape (twice), whitespace collapse, strip, lower-case."""
-    text = html.unescape(html.unescape(text))
+    """CLIP's cleaning, as the reference: ``ftfy.fix_text``, HTML unescape (twice), whitespace collapse, lower-case.
+
+    ``ftfy`` repairs mojibake (``"cafÃ©"`` -> ``"café"``) and straightens curly quotes and ligatures, so
+    such captions give the reference's tokens.
+    """
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
