@@ -1,4 +1,5 @@
 """Symmetric InfoNCE, and a 2-process gloo run equal to one process on the same global batch."""
+import math
 import os
 
 import pytest
@@ -92,8 +93,25 @@ def test_two_process_gloo_equals_single_process(tmp_path, local_loss, mask_false
     assert checked > 50
 
 
+def masked_infonce_by_loops(logits: torch.Tensor, video_ids: list[int]) -> float:
+    """Symmetric InfoNCE with the false-negative mask, pair by pair: row i's softmax keeps column i and
+    every column of another video; likewise for column i over the rows. Float64, plain Python sums."""
+    n = len(video_ids)
+    s = logits.double().tolist()
+
+    def one_side(score) -> float:
+        total = 0.0
+        for i in range(n):
+            kept = [j for j in range(n) if j == i or video_ids[j] != video_ids[i]]
+            total += -score(i, i) + math.log(sum(math.exp(score(i, j)) for j in kept))
+        return total / n
+
+    return 0.5 * (one_side(lambda i, j: s[i][j]) + one_side(lambda i, j: s[j][i]))
+
+
 def test_module_switch_masks_same_video_pairs():
-    """``model.false_negative_mask`` hands the batch's ``video_index`` to the loss."""
+    """``model.false_negative_mask`` hands the batch's ``video_index`` to the loss, which leaves the other
+    pairs of a pair's video out of both of its softmaxes (checked against a per-pair loop)."""
     from test_reference_step import batches
     from xclip_pl.module import XCLIPRetrieval
 
@@ -103,9 +121,9 @@ def test_module_switch_masks_same_video_pairs():
                             temporal_layers=1, false_negative_mask=True)
     with torch.no_grad():
         masked = module.training_step(batch, 0)
-        text, video = module.encode_text_batch(batch), module.encode_video_batch(batch)
-        want = contrastive_loss(module.model.similarity, text, video, gather_features, video_ids=batch["video_index"])
+        logits = module.model.similarity(module.encode_text_batch(batch), module.encode_video_batch(batch))
         module.hparams.false_negative_mask = False
         plain = module.training_step(batch, 0)
-    torch.testing.assert_close(masked, want)
+    assert masked.item() == pytest.approx(masked_infonce_by_loops(logits, [5, 1, 5, 2]), rel=1e-5)
+    assert plain.item() == pytest.approx(masked_infonce_by_loops(logits, [0, 1, 2, 3]), rel=1e-5)  # nothing masked
     assert masked < plain

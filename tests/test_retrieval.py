@@ -106,3 +106,57 @@ def test_metric_deduplicates_padded_rows_and_accepts_any_row_order():
     metric.update(sim[:4], torch.arange(4), torch.arange(4))
     metric.update(sim[:1], torch.arange(1), torch.arange(1))  # a sampler-padding duplicate
     assert metric.compute() == retrieval_metrics(sim, torch.arange(7))
+
+
+#: 3 test videos with 2, 1 and 2 captions, and the scores the model is made to give (captions x videos)
+GROUPED = {"video_a.mp4": ["caption zero", "caption one"], "video_b.mp4": ["caption two"],
+           "video_c.mp4": ["caption three", "caption four"]}
+HAND_SIM = {"caption zero": [0.5, 0.1, 0.0], "caption one": [0.2, 0.9, 0.3], "caption two": [0.3, 0.8, 0.1],
+            "caption three": [0.7, 0.2, 0.4], "caption four": [0.65, 0.3, 0.9]}
+# v2t, video a's column: own captions .5, .2; others .3, .7, .65. Standard: .7 and .65 beat .5 -> rank 3.
+#   group-max: groups score a with their best caption: a .5, b .3, c max(.7, .65) = .7 -> rank 2.
+# video b's column: own .8; others .1, .9, .2, .3 -> standard rank 2; groups a .9, b .8, c .3 -> rank 2.
+# video c's column: own .4, .9 -> rank 1 either way.
+STANDARD = {"R@1": 100 / 3, "R@5": 100.0, "R@10": 100.0, "MdR": 2.0, "MnR": 2.0}  # ranks 3, 2, 1
+GROUP_MAX = {"R@1": 100 / 3, "R@5": 100.0, "R@10": 100.0, "MdR": 2.0, "MnR": 5 / 3}  # ranks 2, 2, 1
+
+
+@pytest.mark.parametrize("convention", ["standard", "group_max"])
+def test_v2t_multi_caption_switch_logs_the_chosen_convention_as_v2t(tmp_path, convention):
+    """``model.v2t_multi_caption``: a test run on multi-caption data logs the chosen video-to-text
+    convention as ``test/v2t/*`` and the other beside it (hand-computed ranks above)."""
+    import csv
+
+    import pytorch_lightning as pl
+
+    from datamodules.folder import FolderDataModule
+    from helpers_media import write_video
+    from xclip_pl.module import XCLIPRetrieval
+
+    rows = [("train.mp4", "a train caption", "train")]
+    rows += [(video, caption, "test") for video, captions in GROUPED.items() for caption in captions]
+    with open(tmp_path / "captions.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("video", "caption", "split"), *rows])
+    for seed, video in enumerate(sorted({r[0] for r in rows})):
+        write_video(tmp_path / video, num_frames=4, width=32, height=32, seed=seed)
+    dm = FolderDataModule(root=str(tmp_path), max_words=8, max_frames=2, image_size=32, batch_size=1,
+                          eval_batch_size=2, num_workers=0, tokenizer_dir=str(tmp_path / "tok"), tokenizer_vocab_size=600)
+    module = XCLIPRetrieval(clip="tiny", max_words=8, max_frames=2, temporal_layers=1, log_examples=0,
+                            v2t_multi_caption=convention)
+
+    def hand_scores(text, video, *args, **kwargs):  # the hand matrix, in the order the evaluation indexes
+        videos = [dm.eval_video_id("test", j) for j in range(len(video))]
+        captions = [dm.eval_caption("test", i) for i in range(len(text))]
+        columns = [list(GROUPED).index(v) for v in videos]
+        return torch.tensor([[HAND_SIM[c][k] for k in columns] for c in captions])
+
+    module.model.similarity = hand_scores
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path))
+    trainer.test(module, datamodule=dm, verbose=False)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert logged["test/num_captions"] == 5 and logged["test/num_videos"] == 3
+    headline, other, other_name = (STANDARD, GROUP_MAX, "v2t_group_max") if convention == "standard" else (
+        GROUP_MAX, STANDARD, "v2t_standard")
+    for name in STANDARD:
+        assert logged[f"test/v2t/{name}"] == pytest.approx(headline[name]), name
+        assert logged[f"test/{other_name}/{name}"] == pytest.approx(other[name]), name

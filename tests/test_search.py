@@ -79,19 +79,42 @@ def test_bare_head_ranks_like_the_model(model, features):
     assert torch.equal(indices, rank_videos(model, text, video, k=5, shortlist=20)[0])
 
 
-def test_encode_query_matches_the_datamodule_tokenisation(model):
-    class ToyTokenizer:  # the interface tokenize() uses
-        bos_token_id, eos_token_id = 1022, 1023
+QUERY_CAPTIONS = ["A  DOG", "dog &amp;amp; man", "\u201cdog\u201d", "caf\u00c3\u00a9", "a dog " * 10]
+# upper case and spaces, an HTML entity, curly quotes, mojibake, longer than max_words
+TRAIN_CAPTIONS = ["a dog and a man in a caf\u00e9", "the man says \"dog\" & the dog runs"]
 
-        def __call__(self, texts, add_special_tokens, truncation, max_length):
-            return {"input_ids": [[3 + (ord(c) % 50) for c in t.split()[0]][:max_length] for t in texts]}
 
-    feats = encode_query(model, ToyTokenizer(), "cat on a mat", max_words=WORDS)
-    assert feats.sentence_emb.shape == (1, model.towers.embed_dim) and feats.word_emb.shape == (1, WORDS, model.towers.embed_dim)
-    assert feats.word_mask[0].tolist() == [True] * 5 + [False] * 3  # SOT, "cat", EOT
-    assert model.training is False
-    two = encode_query(model, ToyTokenizer(), ["cat", "dog"], max_words=WORDS)
-    assert len(two) == 2
+def test_encode_query_matches_the_datamodule_tokenisation(model, tmp_path):
+    import csv
+
+    from datamodules.folder import FolderDataModule
+    from helpers_media import write_video
+
+    rows = [("train.mp4", caption, "train") for caption in TRAIN_CAPTIONS * 20]
+    rows += [(f"test{i}.mp4", caption, "test") for i, caption in enumerate(QUERY_CAPTIONS)]
+    with open(tmp_path / "captions.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("video", "caption", "split"), *rows])
+    for video in {r[0] for r in rows}:
+        write_video(tmp_path / video, num_frames=4, width=32, height=32)
+    dm = FolderDataModule(root=str(tmp_path), max_words=WORDS, max_frames=FRAMES, image_size=32, eval_batch_size=2,
+                          num_workers=0, tokenizer_dir=str(tmp_path / "tok"), tokenizer_vocab_size=600)
+    dm.setup("test")
+    batches = list(dm.test_dataloader()[1])  # the captions loader, as evaluation and prediction read it
+    ids, mask = torch.cat([b["input_ids"] for b in batches]), torch.cat([b["attention_mask"] for b in batches])
+    assert torch.cat([b["text_index"] for b in batches]).tolist() == list(range(len(QUERY_CAPTIONS)))
+    assert int(mask[-1].sum()) == WORDS and (mask[:-1].sum(1) < WORDS).all()  # truncated; the others padded
+    with torch.no_grad():
+        want = model.encode_text(ids, mask)
+    model.train()  # encode_query puts the model in eval mode and back
+    got = encode_query(model, dm.tokenizer, QUERY_CAPTIONS, max_words=WORDS)
+    assert model.training is True
+    model.eval()
+    assert got.sentence_emb.shape == (len(QUERY_CAPTIONS), model.towers.embed_dim)
+    torch.testing.assert_close(got.sentence_emb, want.sentence_emb, rtol=0, atol=0)
+    torch.testing.assert_close(got.word_emb, want.word_emb, rtol=0, atol=0)
+    assert torch.equal(got.word_mask, want.word_mask)
+    one = encode_query(model, dm.tokenizer, QUERY_CAPTIONS[1], max_words=WORDS)  # a single string
+    torch.testing.assert_close(one.word_emb, want.word_emb[1:2], rtol=0, atol=0)
 
 
 def test_load_embeddings_round_trip_from_the_writer(model, tmp_path):

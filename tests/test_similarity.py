@@ -101,11 +101,14 @@ def test_shape_mismatch_is_a_clear_error():
 @pytest.mark.parametrize("kernel", ["torch", "auto"])  # auto: the fused C++ kernel on CPU (test_cpu_kernel.py)
 @pytest.mark.parametrize("mask_padding", [False, True])
 @pytest.mark.parametrize("chunk", [1, 3, 7])
-def test_chunked_equals_unchunked(chunk, mask_padding, kernel):
+def test_chunked_equals_unchunked(chunk, mask_padding, kernel, request):
     head = make_head(7, 4, 16, mask_padding, tau=0.05).float()
     text, video = random_features(9, 11, 7, 4, 16)
     scale = torch.tensor(math.log(20.0))
     with torch.no_grad():
+        if kernel == "auto":  # the fused kernel must really run: a failed build fails or skips, never torch vs torch
+            request.getfixturevalue("cpu_kernel_module")
+            assert head.uses_fused_kernel(text.word_emb, kernel)
         whole = head.blockwise(text, video, scale, 9, 11, kernel="torch")
         chunked = head.blockwise(text, video, scale, chunk, chunk, kernel=kernel)
         uneven = head.blockwise(text, video, scale, chunk, chunk + 2, kernel=kernel)

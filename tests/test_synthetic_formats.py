@@ -92,11 +92,19 @@ def test_ensure_generates_once(tmp_path, monkeypatch):
     assert ensure_synthetic(root, "didemo", **TINY) == root
 
 
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="unknown format 'webvid'"):
-        write_synthetic("unused", "webvid")
-    with pytest.raises(ValueError, match="at least one clip"):
-        write_synthetic("/tmp/unused-xclip-formats", "msvd", num_train=0, num_val=0, num_test=0)
+@pytest.mark.parametrize("format,kwargs,message", [
+    ("webvid", {}, "unknown format 'webvid'"),
+    ("msvd", dict(num_train=0, num_val=0, num_test=0), "at least one clip"),
+    ("lsmdc", dict(num_train=-1), "num_train, num_val, num_test >= 0"),
+    ("didemo", dict(captions_per_video=0), "captions_per_video >= 1"),
+    ("folder", dict(width=33), "even and >= 32"),
+    ("activitynet", dict(seconds=0.0), "at least one frame"),
+    ("msrvtt", dict(num_train=0, num_test=0), "not both 0"),
+])
+def test_bad_arguments(tmp_path, format, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        write_synthetic(tmp_path / "data" / "nested", format, **kwargs)
+    assert list(tmp_path.iterdir()) == []  # rejected before any directory was created
 
 
 def test_ensure_regenerates_when_arguments_change(tmp_path):

@@ -236,9 +236,10 @@ def write_synthetic(root: str | Path, format: Format, num_train: int = 8, num_va
         return write_synthetic_msrvtt(root, num_train=num_train, num_test=num_test,
                                       captions_per_video=captions_per_video, seed=seed, width=width, height=height,
                                       seconds=seconds, rate=rate, progress=progress)
+    splits = _plan(format, num_train, num_val, num_test)  # every argument is checked before anything is written
+    _check_sizes(width, height, seconds, rate)
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER_NAME).unlink(missing_ok=True)
-    splits = _plan(format, num_train, num_val, num_test)
     clips = _render_clips(root, format, splits, seed, (width, height, seconds, rate), captions_per_video, progress)
     WRITERS[format](root, clips, seconds)
     params = _params(format=format, num_train=num_train, num_val=num_val, num_test=num_test, seed=seed,
