@@ -46,8 +46,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from xclip_pl.model.features import TextFeatures, VideoFeatures
 from xclip_pl.model.blocks import block_sizes, default_block_elements
+from xclip_pl.model.features import TextFeatures, VideoFeatures
 from xclip_pl.model.similarity import MultiGrainedSimilarity
 from xclip_pl.model.temporal import TemporalTransformer, l2_normalize, masked_mean
 

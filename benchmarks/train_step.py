@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from xclip_pl.loss import symmetric_infonce
 from xclip_pl.module import XCLIPRetrieval
+from xclip_pl.train.loss import symmetric_infonce
 
 GFLOP_PER_CLIP = {"random-vit-b-32": 325.0}
 

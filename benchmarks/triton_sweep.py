@@ -20,8 +20,8 @@ import sys
 import time
 
 import torch
-
 from similarity import DTYPES, LOGIT_SCALE, Case, make_head, make_inputs
+
 from xclip_pl.model import triton_kernel
 from xclip_pl.model.blocks import block_sizes, default_block_elements
 

@@ -15,8 +15,8 @@ import json
 import math
 from pathlib import Path
 
-from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
+from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos
 from xclip_pl.data.records import VideoRecord
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pytorch_lightning.utilities import rank_zero_info
 
-from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos, read_id_list
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
+from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos, read_id_list
 from xclip_pl.data.records import VideoRecord
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
+from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos
 from xclip_pl.data.records import VideoRecord
 
 FIELDS = ("clip_id", "start_aligned", "end_aligned", "start_extracted", "end_extracted", "sentence")

@@ -17,6 +17,7 @@ from xclip_pl.data.datamodule import Split, VideoTextDataModule
 from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos, read_id_list
 from xclip_pl.data.records import VideoRecord
 
+
 def read_msvd_captions(path: Path) -> dict[str, list[str]]:
     """``video_id -> captions`` from ``raw-captions.pkl``; token lists are joined with single spaces."""
     try:

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from xclip_pl.checkpointing import XCLIPModelCheckpoint
+from xclip_pl.callbacks.checkpointing import XCLIPModelCheckpoint
 
 
 class ScriptedScore(pl.LightningModule):

@@ -8,15 +8,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from helpers_model import randomize_matrices
 from transformers import CLIPModel
 
 from datamodules.synthetic import SyntheticDataModule
-from helpers_model import randomize_matrices
 from xclip_pl import XCLIP
 from xclip_pl.cli import build_cli, main
-from xclip_pl.convert import convert
 from xclip_pl.model.official import xclip_to_official
 from xclip_pl.module import XCLIPRetrieval
+from xclip_pl.tools.convert import convert
 
 WORDS, FRAMES = 16, 3
 

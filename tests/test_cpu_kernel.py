@@ -3,9 +3,9 @@ import math
 
 import pytest
 import torch
-
 from helpers_model import random_features
 from test_similarity import make_head, naive_pair
+
 from xclip_pl.model import cpu_kernel
 from xclip_pl.model.features import TextFeatures, VideoFeatures
 

@@ -7,7 +7,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 
 from datamodules.synthetic import SyntheticDataModule
-from xclip_pl.examples import frame_strip, stack_strips, top_retrievals
+from xclip_pl.callbacks.examples import frame_strip, stack_strips, top_retrievals
 from xclip_pl.module import XCLIPRetrieval
 
 

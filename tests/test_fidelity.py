@@ -7,20 +7,25 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from helpers_model import free_port, random_ids, random_video, seeded_case
 from torch import nn
 from transformers import CLIPModel
 
-from helpers_model import free_port, random_ids, random_video, seeded_case
 from xclip_pl import XCLIP
-from xclip_pl.distributed import gather_features
-from xclip_pl.fidelity import (
-    BertAdam, FP32LayerNorm, all_gather_local_grad, cast_towers_fp16, feature_gather, freeze_clip_layers,
-    gather_features_local_grad, reference_parameter_groups, reference_warmup_cosine,
-)
-from xclip_pl.loss import contrastive_loss
-from xclip_pl.module import XCLIPRetrieval
+from xclip_pl.model.freezing import freeze_clip_layers
+from xclip_pl.model.precision import FP32LayerNorm, cast_towers_fp16
 from xclip_pl.model.presets import preset_config
-from xclip_pl.optim import parameter_groups
+from xclip_pl.module import XCLIPRetrieval
+from xclip_pl.train.bertadam import BertAdam
+from xclip_pl.train.distributed import (
+    all_gather_local_grad,
+    feature_gather,
+    gather_features,
+    gather_features_local_grad,
+)
+from xclip_pl.train.loss import contrastive_loss
+from xclip_pl.train.optim import parameter_groups, reference_parameter_groups
+from xclip_pl.train.schedules import reference_warmup_cosine
 
 EMBEDDING_STAGE = {
     "text_model.embeddings.token_embedding.weight", "text_model.embeddings.position_embedding.weight",

@@ -12,8 +12,8 @@ import pytest
 
 from xclip_pl.data import reference_frames as reference_frames_module
 from xclip_pl.data import video
-from xclip_pl.data.dataset import ClipLoader
 from xclip_pl.data.datamodule import VideoTextDataModule
+from xclip_pl.data.dataset import ClipLoader
 from xclip_pl.data.records import VideoRecord
 from xclip_pl.data.video import VideoDecodeError, decode_clip
 
@@ -208,8 +208,9 @@ def test_reference_frame_times_need_a_whole_fps(tmp_path: Path) -> None:
 def test_activitynet_reference_window_is_the_ceiled_json_duration(tmp_path: Path) -> None:
     """The reference decodes ActivityNet over [0, ceil(duration)] seconds (``duration`` of the caption JSON);
     at 29.97 fps its 29-frame "seconds" would otherwise run ~3 % past it. The default keeps the whole video."""
-    from datamodules.activitynet import ActivityNetDataModule
     from helpers_media import write_video
+
+    from datamodules.activitynet import ActivityNetDataModule
 
     captions = {"v_a": {"duration": 82.73, "sentences": ["A man waves."]},
                 "v_b": {"duration": 7.0, "sentences": ["A dog runs."]}}

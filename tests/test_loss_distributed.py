@@ -7,10 +7,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-
 from helpers_model import free_port, seeded_case
-from xclip_pl.distributed import all_gather_no_grad, gather_features
-from xclip_pl.loss import contrastive_loss, symmetric_infonce
+
+from xclip_pl.train.distributed import all_gather_no_grad, gather_features
+from xclip_pl.train.loss import contrastive_loss, symmetric_infonce
 
 WORDS, FRAMES, BATCH = 8, 3, 3  # per-rank batch; the global batch is 2 x 3
 
@@ -113,6 +113,7 @@ def test_module_switch_masks_same_video_pairs():
     """``model.false_negative_mask`` hands the batch's ``video_index`` to the loss, which leaves the other
     pairs of a pair's video out of both of its softmaxes (checked against a per-pair loop)."""
     from test_reference_step import batches
+
     from xclip_pl.module import XCLIPRetrieval
 
     batch = batches(1)[0]

@@ -1,14 +1,14 @@
 """XCLIPRetrieval: metric naming and which stage runs the test-time re-scorings."""
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
+from helpers_model import random_ids
 from torch.utils.data import DataLoader
 
-from helpers_model import random_ids
+from xclip_pl.evaluate.retrieval import retrieval_metrics
 from xclip_pl.module import XCLIPRetrieval, _name_v2t
-from xclip_pl.retrieval import retrieval_metrics
 
 # ------------------------------------------------------------------------------------------- _name_v2t
 # 3 videos, 2 captions each (caption c belongs to video c // 2). Ranks by hand:

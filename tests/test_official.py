@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers_model import random_ids, random_video, randomize_matrices
 from reference_xclip import ReferenceXCLIP
+
 from xclip_pl import XCLIP
 from xclip_pl.model.official import xclip_to_official
 

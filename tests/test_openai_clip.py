@@ -3,14 +3,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_model import random_ids
+from reference_xclip import ReferenceCLIP
 from torch import nn
 from transformers import CLIPModel
 
-from helpers_model import random_ids
-from reference_xclip import ReferenceCLIP
 from xclip_pl.model.official import hf_clip_to_openai
 from xclip_pl.model.openai_clip import (
-    clip_from_openai, is_openai_checkpoint, load_openai_state_dict, tokenizer_hint,
+    clip_from_openai,
+    is_openai_checkpoint,
+    load_openai_state_dict,
+    tokenizer_hint,
 )
 from xclip_pl.model.presets import preset_config
 

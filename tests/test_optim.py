@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from xclip_pl.optim import warmup_cosine
+from xclip_pl.train.schedules import warmup_cosine
 
 
 def test_warmup_then_renormalised_cosine_by_hand():

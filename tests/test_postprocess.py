@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from xclip_pl.postprocess import dual_softmax, qb_norm, sinkhorn
+from xclip_pl.evaluate.rescoring import dual_softmax, qb_norm, sinkhorn
 
 
 def test_dual_softmax_2x2_by_hand():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torchmetrics.retrieval import RetrievalRecall
 
-from xclip_pl.retrieval import RetrievalMetrics, ground_truth_ranks, retrieval_metrics
+from xclip_pl.evaluate.retrieval import RetrievalMetrics, ground_truth_ranks, retrieval_metrics
 
 
 def test_hand_computed_one_to_one():
@@ -128,9 +128,9 @@ def test_v2t_multi_caption_switch_logs_the_chosen_convention_as_v2t(tmp_path, co
     import csv
 
     import pytorch_lightning as pl
+    from helpers_media import write_video
 
     from datamodules.folder import FolderDataModule
-    from helpers_media import write_video
     from xclip_pl.module import XCLIPRetrieval
 
     rows = [("train.mp4", "a train caption", "train")]

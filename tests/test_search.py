@@ -3,12 +3,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from helpers_model import random_features, randomize_matrices
+
 from xclip_pl import XCLIP
+from xclip_pl.callbacks.prediction_writer import EmbeddingWriter
 from xclip_pl.data.records import VideoRecord
-from xclip_pl.predict import EmbeddingWriter
-from xclip_pl.search import encode_query, load_embeddings, rank_texts, rank_videos
+from xclip_pl.tools.search import encode_query, load_embeddings, rank_texts, rank_videos
 
 WORDS, FRAMES = 8, 4
 
@@ -87,8 +87,9 @@ TRAIN_CAPTIONS = ["a dog and a man in a caf\u00e9", "the man says \"dog\" & the 
 def test_encode_query_matches_the_datamodule_tokenisation(model, tmp_path):
     import csv
 
-    from datamodules.folder import FolderDataModule
     from helpers_media import write_video
+
+    from datamodules.folder import FolderDataModule
 
     rows = [("train.mp4", caption, "train") for caption in TRAIN_CAPTIONS * 20]
     rows += [(f"test{i}.mp4", caption, "test") for i, caption in enumerate(QUERY_CAPTIONS)]

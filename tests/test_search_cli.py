@@ -9,8 +9,8 @@ import yaml
 
 from xclip_pl.cli import build_cli
 from xclip_pl.module import XCLIPRetrieval
-from xclip_pl.search import load_embeddings, rank_videos
-from xclip_pl.search_cli import search
+from xclip_pl.tools.search import load_embeddings, rank_videos
+from xclip_pl.tools.search_cli import search
 
 
 def test_predict_then_search(tmp_path):

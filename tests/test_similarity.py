@@ -3,8 +3,8 @@ import math
 
 import pytest
 import torch
-
 from helpers_model import random_features
+
 from xclip_pl.model.similarity import MultiGrainedSimilarity, attention_over_scores
 
 
@@ -120,8 +120,9 @@ def test_chunked_equals_unchunked(chunk, mask_padding, kernel, request):
 
 @pytest.mark.parametrize("chunk", [1, 3, 7])
 def test_model_similarity_chunked_in_bf16(chunk):
-    from xclip_pl import XCLIP
     from helpers_model import randomize_matrices
+
+    from xclip_pl import XCLIP
 
     torch.manual_seed(2)
     model = XCLIP("tiny", max_words=7, max_frames=4).eval()

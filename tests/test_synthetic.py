@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 
 from xclip_pl.data.synthetic import (
-    COLOUR_WORDS, MOTION_PARTICIPLES, MOTION_VERBS, SHAPE_WORDS, ensure_synthetic_msrvtt, write_synthetic_msrvtt,
+    COLOUR_WORDS,
+    MOTION_PARTICIPLES,
+    MOTION_VERBS,
+    SHAPE_WORDS,
+    ensure_synthetic_msrvtt,
+    write_synthetic_msrvtt,
 )
 from xclip_pl.data.video import decode_clip
 

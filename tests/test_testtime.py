@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import pytorch_lightning as pl
-import torch
 
 from datamodules.synthetic import SyntheticDataModule
 from xclip_pl.module import XCLIPRetrieval

@@ -9,7 +9,15 @@ import torch
 from transformers import CLIPTokenizer
 
 from xclip_pl.data.tokenizer import (
-    EOT, EOW, MIN_VOCAB_SIZE, SOT, bytes_to_unicode, clean_text, load_tokenizer, save_tokenizer, tokenize,
+    EOT,
+    EOW,
+    MIN_VOCAB_SIZE,
+    SOT,
+    bytes_to_unicode,
+    clean_text,
+    load_tokenizer,
+    save_tokenizer,
+    tokenize,
     train_bpe_tokenizer,
 )
 

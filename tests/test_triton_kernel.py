@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-
 from helpers_model import random_features
 from test_similarity import make_head
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers_model import random_ids, random_video, randomize_matrices
 from reference_xclip import ReferenceXCLIP
 from test_similarity import naive_pair
+
 from xclip_pl import XCLIP
 from xclip_pl.model.official import xclip_to_official
 

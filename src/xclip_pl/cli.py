@@ -8,14 +8,14 @@ import sys
 from jsonargparse import lazy_instance
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-from .checkpointing import XCLIPModelCheckpoint
-from .data.datamodule import VideoTextDataModule
-from .convert import converted_tokenizer
-from .loggers import XCLIPWandbLogger
-from .model.openai_clip import is_openai_checkpoint, tokenizer_hint
-from .model.presets import PRESETS
-from .module import XCLIPRetrieval
-from .predict import EmbeddingWriter
+from xclip_pl.callbacks.checkpointing import XCLIPModelCheckpoint
+from xclip_pl.callbacks.prediction_writer import EmbeddingWriter
+from xclip_pl.data.datamodule import VideoTextDataModule
+from xclip_pl.loggers import XCLIPWandbLogger
+from xclip_pl.model.openai_clip import is_openai_checkpoint, tokenizer_hint
+from xclip_pl.model.presets import PRESETS
+from xclip_pl.module import XCLIPRetrieval
+from xclip_pl.tools.convert import converted_tokenizer
 
 
 class XCLIPSaveConfig(SaveConfigCallback):
@@ -98,7 +98,7 @@ def _import_plugins() -> None:
         entry.load()
 
 
-TOOLS = {"convert": "xclip_pl.convert:convert", "search": "xclip_pl.search_cli:search"}
+TOOLS = {"convert": "xclip_pl.tools.convert:convert", "search": "xclip_pl.tools.search_cli:search"}
 
 
 def main(args: list[str] | None = None) -> None:

@@ -17,17 +17,19 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from transformers import CLIPConfig
 
-from .distributed import all_gather_no_grad, all_gather_uneven, world
-from .examples import log_retrieval_examples, top_retrievals
-from .fidelity import (BertAdam, ClipDtype, GatherGrad, LrSchedule, NoDecay, OptimizerName, cast_towers_fp16,
-                       feature_gather, freeze_clip_layers, reference_parameter_groups, reference_warmup_cosine)
-from .evaluation import EvalBuffer, format_metric_table
-from .loss import contrastive_loss
-from .model import XCLIP, TextFeatures, VideoFeatures
-from .model.similarity import Kernel
-from .optim import build_optimizer, parameter_groups, warmup_cosine
-from .retrieval import RetrievalMetrics, TieRule
-from .testtime import TestTimeOption, rescored_metrics
+from xclip_pl.callbacks.examples import log_retrieval_examples, top_retrievals
+from xclip_pl.evaluate.evaluation import EvalBuffer, format_metric_table
+from xclip_pl.evaluate.rescoring import TestTimeOption, rescored_metrics
+from xclip_pl.evaluate.retrieval import RetrievalMetrics, TieRule
+from xclip_pl.model import XCLIP, TextFeatures, VideoFeatures
+from xclip_pl.model.freezing import freeze_clip_layers
+from xclip_pl.model.precision import ClipDtype, cast_towers_fp16
+from xclip_pl.model.similarity import Kernel
+from xclip_pl.train.bertadam import BertAdam
+from xclip_pl.train.distributed import GatherGrad, all_gather_no_grad, all_gather_uneven, feature_gather, world
+from xclip_pl.train.loss import contrastive_loss
+from xclip_pl.train.optim import NoDecay, OptimizerName, build_optimizer, parameter_groups, reference_parameter_groups
+from xclip_pl.train.schedules import LrSchedule, reference_warmup_cosine, warmup_cosine
 
 DEFAULT_CLIP = "tiny"
 DEFAULT_TEMPORAL_LAYERS = 4

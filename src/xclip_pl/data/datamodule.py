@@ -21,10 +21,10 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from .bad_videos import BadVideoLog
-from .dataset import ClipLoader, EvalCaptions, EvalVideos, TrainPairs
-from .records import VideoRecord, find_record_problems
-from .tokenizer import CLEANING_VERSION, load_tokenizer, save_tokenizer, tokenize, train_bpe_tokenizer
+from xclip_pl.data.bad_videos import BadVideoLog
+from xclip_pl.data.dataset import ClipLoader, EvalCaptions, EvalVideos, TrainPairs
+from xclip_pl.data.records import VideoRecord, find_record_problems
+from xclip_pl.data.tokenizer import CLEANING_VERSION, load_tokenizer, save_tokenizer, tokenize, train_bpe_tokenizer
 
 Split = Literal["train", "val", "test"]
 STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .bad_videos import BadVideoLog
-from .records import VideoRecord, caption_pairs
-from .tokenizer import tokenize
+from xclip_pl.data.bad_videos import BadVideoLog
+from xclip_pl.data.records import VideoRecord, caption_pairs
+from xclip_pl.data.tokenizer import tokenize
 
 
 class ClipLoader:
@@ -64,7 +64,7 @@ class ClipLoader:
 
     def load(self, record: VideoRecord) -> tuple[np.ndarray, np.ndarray, bool]:
         """``(frames uint8 [F, S, S, 3], frame_mask bool [F], ok)``; never raises for a bad file."""
-        from .video import VideoDecodeError, decode_clip  # noqa: PLC0415 (video.py is a sibling module)
+        from xclip_pl.data.video import VideoDecodeError, decode_clip  # noqa: PLC0415 (video.py is a sibling module)
 
         try:
             key = self.cache_key(record) if self.cache_dir is not None else None

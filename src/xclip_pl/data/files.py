@@ -8,7 +8,7 @@ from typing import Literal
 
 from pytorch_lightning.utilities import rank_zero_warn
 
-from .records import VideoRecord
+from xclip_pl.data.records import VideoRecord
 
 MissingVideos = Literal["error", "skip"]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")

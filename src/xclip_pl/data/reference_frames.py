@@ -14,8 +14,15 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .video import (DECODE_THREADS, ColorMatrix, FrameSampling, VideoDecodeError, frame_to_image, resize_center_crop,
-                    sample_frame_indices)
+from xclip_pl.data.video import (
+    DECODE_THREADS,
+    ColorMatrix,
+    FrameSampling,
+    VideoDecodeError,
+    frame_to_image,
+    resize_center_crop,
+    sample_frame_indices,
+)
 
 
 def reference_window(start: float | None, end: float | None) -> tuple[int, int | None] | None:

@@ -31,8 +31,14 @@ from typing import Any, Callable, Literal
 
 from tqdm.auto import tqdm
 
-from .synthetic import (
-    MARKER_NAME, _check_sizes, ensure_synthetic_msrvtt, make_captions, render_clip, scene_kinds, write_mp4,
+from xclip_pl.data.synthetic import (
+    MARKER_NAME,
+    _check_sizes,
+    ensure_synthetic_msrvtt,
+    make_captions,
+    render_clip,
+    scene_kinds,
+    write_mp4,
     write_synthetic_msrvtt,
 )
 

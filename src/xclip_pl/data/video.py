@@ -317,7 +317,7 @@ def decode_clip(
     args = (path, max_frames, image_size, fps, sampling, start, end, color_matrix)
     try:
         if frame_times == "reference":
-            from .reference_frames import decode_reference  # noqa: PLC0415 (it builds on this module)
+            from xclip_pl.data.reference_frames import decode_reference  # noqa: PLC0415 (it builds on this module)
 
             kept = decode_reference(*args)
         else:

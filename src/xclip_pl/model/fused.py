@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from .features import VideoFeatures
+from xclip_pl.model.features import VideoFeatures
 
 if TYPE_CHECKING:
-    from .similarity import MultiGrainedSimilarity, PreparedText, PreparedVideo
+    from xclip_pl.model.similarity import MultiGrainedSimilarity, PreparedText, PreparedVideo
 
 Kernel = Literal["auto", "torch", "fused"]
 
@@ -33,11 +33,11 @@ def select_kernel(kernel: Kernel, like: Tensor, fast: bool):
         raise ValueError("kernel='fused' takes float32, bfloat16 or float16 features, not float64")
     if like.is_cuda:
         try:
-            from . import triton_kernel
+            from xclip_pl.model import triton_kernel
         except ImportError as err:
             raise RuntimeError(f"kernel='fused' on CUDA needs Triton ({err}); install triton or use kernel='torch'") from err
         return triton_kernel
-    from . import cpu_kernel
+    from xclip_pl.model import cpu_kernel
 
     module = cpu_kernel.load()
     if module is None and kernel == "fused":

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from transformers import CLIPConfig
 
-from .presets import PRESETS, preset_config
+from xclip_pl.model.presets import PRESETS, preset_config
 
 AOSM_MATRICES = (
     "global_mat_weight", "word_logit_weight", "frame_logit_weight", "local_mat_weight",
@@ -177,7 +177,7 @@ def clip_sizes(config: CLIPConfig) -> dict[str, int]:
 def named_clip_config(clip: str) -> CLIPConfig:
     """The config of what ``model.clip`` names, without loading weights: a preset, an OpenAI checkpoint file
     (its tensors' shapes), or a Hugging Face directory / hub id (its ``config.json`` only)."""
-    from .openai_clip import is_openai_checkpoint, load_openai_state_dict  # noqa: PLC0415 (it imports this module)
+    from xclip_pl.model.openai_clip import is_openai_checkpoint, load_openai_state_dict  # noqa: PLC0415 (it imports this module)
 
     if clip in PRESETS:
         return preset_config(clip)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from transformers import CLIPModel
 
-from .official import hf_clip_to_openai, infer_clip_config, openai_clip_to_hf
+from xclip_pl.model.official import hf_clip_to_openai, infer_clip_config, openai_clip_to_hf
 
 OPENAI_SUFFIXES = (".pt", ".pth", ".bin")
 OPENAI_SCALARS = ("input_resolution", "context_length", "vocab_size")  # ints in the archive, not weights

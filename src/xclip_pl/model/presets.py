@@ -52,7 +52,7 @@ def build_clip(clip: str | CLIPModel | CLIPConfig) -> CLIPModel:
         return CLIPModel(copy.deepcopy(clip))
     if clip in PRESETS:
         return CLIPModel(preset_config(clip))
-    from .openai_clip import clip_from_openai, is_openai_checkpoint  # noqa: PLC0415
+    from xclip_pl.model.openai_clip import clip_from_openai, is_openai_checkpoint  # noqa: PLC0415
 
     if is_openai_checkpoint(clip):
         return clip_from_openai(clip)

@@ -41,8 +41,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .features import TextFeatures, VideoFeatures
-from .fused import Kernel, fused_blockwise, select_kernel, triton_blockwise
+from xclip_pl.model.features import TextFeatures, VideoFeatures
+from xclip_pl.model.fused import Kernel, fused_blockwise, select_kernel, triton_blockwise
+
 
 def attention_over_scores(scores: Tensor, mix: Tensor, temperature: float, mask: Tensor | None = None) -> Tensor:
     """AOSM over the last axis of ``scores`` [..., n]: softmax(s / tau) mixed by ``mix`` [n, n], then the

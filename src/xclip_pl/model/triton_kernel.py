@@ -25,10 +25,9 @@ import subprocess
 import tempfile
 
 import torch
-from torch import Tensor
-
 import triton
 import triton.language as tl
+from torch import Tensor
 
 #: Launch configuration (module attributes, so that a GPU benchmark can sweep them): elements of one
 #: program's tile (the level-1 kernel holds a few fp32 tensors of this size) and warps per program.

@@ -11,13 +11,12 @@ import torch
 from torch import Tensor, nn
 from transformers import CLIPConfig, CLIPModel
 
-from .encoders import CLIPTowers
-from .features import TextFeatures, VideoFeatures
-from .presets import build_clip
-from .blocks import block_sizes, default_block_elements
-from .similarity import Kernel, MultiGrainedSimilarity
-from .temporal import TemporalTransformer, l2_normalize, masked_mean
-
+from xclip_pl.model.blocks import block_sizes, default_block_elements
+from xclip_pl.model.encoders import CLIPTowers
+from xclip_pl.model.features import TextFeatures, VideoFeatures
+from xclip_pl.model.presets import build_clip
+from xclip_pl.model.similarity import Kernel, MultiGrainedSimilarity
+from xclip_pl.model.temporal import TemporalTransformer, l2_normalize, masked_mean
 
 
 class XCLIP(nn.Module):
@@ -151,7 +150,7 @@ class XCLIP(nn.Module):
         and the number of temporal blocks are read from its tensors (no pretrained weights are loaded);
         ``clip`` / ``temporal_layers`` given explicitly must agree with them, and ``temporal_init`` must be
         None (nothing is left to initialise). Other keyword arguments are those of :class:`XCLIP`."""
-        from .official import load_official_checkpoint
+        from xclip_pl.model.official import load_official_checkpoint
 
         return load_official_checkpoint(cls, path, max_words=max_words, max_frames=max_frames, clip=clip,
                                         temporal_layers=temporal_layers, temporal_init=temporal_init, **kwargs)

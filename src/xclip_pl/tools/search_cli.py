@@ -5,10 +5,10 @@ from pathlib import Path
 
 import torch
 
-from .data.tokenizer import load_tokenizer
-from .model.presets import PRESETS
-from .module import XCLIPRetrieval
-from .search import encode_query, load_embeddings, rank_texts, rank_videos
+from xclip_pl.data.tokenizer import load_tokenizer
+from xclip_pl.model.presets import PRESETS
+from xclip_pl.module import XCLIPRetrieval
+from xclip_pl.tools.search import encode_query, load_embeddings, rank_texts, rank_videos
 
 
 def search(embeddings: str, checkpoint: str, query: str | None = None, video_id: str | None = None, top: int = 5,

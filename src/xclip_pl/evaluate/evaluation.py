@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .model import TextFeatures, VideoFeatures
+from xclip_pl.model import TextFeatures, VideoFeatures
 
 
 class EvalBuffer:

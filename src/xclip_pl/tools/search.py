@@ -27,10 +27,10 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from .data.tokenizer import tokenize
-from .model.features import TextFeatures, VideoFeatures
-from .model.similarity import MultiGrainedSimilarity
-from .model.xclip import XCLIP
+from xclip_pl.data.tokenizer import tokenize
+from xclip_pl.model.features import TextFeatures, VideoFeatures
+from xclip_pl.model.similarity import MultiGrainedSimilarity
+from xclip_pl.model.xclip import XCLIP
 
 
 # ------------------------------------------------------------------------------------------------ files

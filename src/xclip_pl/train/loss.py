@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .model.features import TextFeatures, VideoFeatures
+from xclip_pl.model.features import TextFeatures, VideoFeatures
 
 Similarity = Callable[[TextFeatures, VideoFeatures], Tensor]
 Gather = Callable[[TextFeatures | VideoFeatures], TextFeatures | VideoFeatures]
