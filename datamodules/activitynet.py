@@ -5,7 +5,8 @@
     root/videos/**/v_<id>.<ext>         or <id>.<ext>, found recursively by file stem
 
 Paragraph retrieval: a video's sentences (each stripped) joined with a space into ONE caption, the whole
-video decoded (the timestamps are not used). Evaluation is 1:1, paragraph <-> video. With
+video decoded (the timestamps are not used). A listed video without sentences is left out, as the reference
+does (it iterates over the caption JSON's videos). Evaluation is 1:1, paragraph <-> video. With
 ``frame_times: reference`` the window is the reference's ``[0, ceil(duration)]`` seconds (``duration`` of
 the caption JSON; its "seconds" are ``int(fps)`` frames, so at 29.97 fps this cuts the last ~3 %).
 """
@@ -16,7 +17,6 @@ import math
 from pathlib import Path
 
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
-from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos
 from xclip_pl.data.records import VideoRecord
 
 
@@ -72,19 +72,17 @@ class ActivityNetDataModule(VideoTextDataModule):
         train_json: training captions (``v_<id>`` -> ``duration`` / ``timestamps`` / ``sentences``) under ``root``.
         val_json: val (= test) captions under ``root`` (the reference uses ``val_1.json``).
         video_dir: directory searched recursively for ``v_<id>.<ext>`` or ``<id>.<ext>``, relative to ``root``.
-        missing_videos: ``error`` stops with the list of missing files; ``skip`` drops those videos with a warning.
         **kwargs: the dataset-independent arguments of :class:`VideoTextDataModule` (reference for
             paragraphs: ``max_words=64``, ``max_frames=64``).
     """
 
     def __init__(self, root: str, train_ids: str = "train_ids.json", val_ids: str = "val_ids.json",
                  train_json: str = "train.json", val_json: str = "val_1.json", video_dir: str = "videos",
-                 missing_videos: MissingVideos = "error", **kwargs) -> None:
+                 **kwargs) -> None:
         super().__init__(root=root, **kwargs)
         self.id_files = {"train": train_ids, "val": val_ids, "test": val_ids}
         self.jsons = {"train": train_json, "val": val_json, "test": val_json}
-        self.video_dir, self.missing_videos = video_dir, missing_videos
-        self.videos = VideoIndex(self.root / video_dir)
+        self.video_dir = video_dir
 
     def required_paths(self, split: Split) -> list[tuple[str, Path]]:
         name = "train" if split == "train" else "val"
@@ -92,19 +90,16 @@ class ActivityNetDataModule(VideoTextDataModule):
                 (f"{split} captions ({name}_json)", self.root / self.jsons[split]),
                 ("video directory (video_dir)", self.root / self.video_dir)]
 
-    def video_path(self, key: str) -> Path:
-        """The file under ``video_dir`` whose stem is ``v_<id>``, else ``<id>`` (``<video_dir>/v_<id>.mp4``
-        if there is none)."""
-        stems = [key, key[2:]] if key.startswith("v_") else [key, f"v_{key}"]
-        return self.videos.find(stems) or self.root / self.video_dir / f"{stems[0]}.mp4"
-
     def load_records(self, split: Split) -> list[VideoRecord]:
+        """One paragraph record per listed id; its file is the one under ``video_dir`` whose stem is the id
+        (``v_<id>``), else the id without / with its ``v_`` prefix (``<video_dir>/<id>.mp4`` if there is none)."""
         ids = read_id_json(self.root / self.id_files[split])
         paragraphs = read_activitynet_paragraphs(self.root / self.jsons[split])
-        records = [VideoRecord(v, self.video_path(v), [paragraphs[v]] if paragraphs.get(v) else []) for v in ids]
+        records = [VideoRecord(v, Path(f"{v}.mp4"), [paragraphs[v]] if paragraphs.get(v) else [],
+                               search=(f"{v}.*", f"{v[2:]}.*" if v.startswith("v_") else f"v_{v}.*")) for v in ids]
         if self.frame_times == "reference":  # the reference's window: [0, ceil(duration)] whole seconds
             durations = read_activitynet_durations(self.root / self.jsons[split])
             for record in records:
                 if record.video_id in durations:
                     record.start, record.end = 0.0, float(math.ceil(durations[record.video_id]))
-        return drop_missing_videos(records, self.missing_videos, f"{type(self).__name__} [{split}]")
+        return records

@@ -2,10 +2,11 @@
 
     root/{train,val,test}_list.txt    video ids, one per line
     root/{train,val,test}_data.json   list of {"description", "times", "video", ...}, several per video
-    root/videos/**/<video>.mp4        found recursively (see :meth:`DiDeMoDataModule.video_path`)
+    root/videos/**/<video>.mp4        found recursively (see :func:`video_names`)
 
 Paragraph retrieval: all descriptions of a video, in JSON order, joined with a space into ONE caption;
-the per-moment ``times`` are not used. Each video is decoded over ``[0, window_end]`` seconds (the
+the per-moment ``times`` are not used. A listed video without descriptions is left out (the reference uses
+list ∩ JSON ∩ files on disk). Each video is decoded over ``[0, window_end]`` seconds (the
 reference: 0..31 s, so at most 32 frames at 1 fps). Evaluation is 1:1, paragraph <-> video.
 """
 from __future__ import annotations
@@ -13,10 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pytorch_lightning.utilities import rank_zero_info
-
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
-from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos, read_id_list
+from xclip_pl.data.files import read_id_list
 from xclip_pl.data.records import VideoRecord
 
 
@@ -41,10 +40,18 @@ def strip_extension(video_id: str) -> str:
     return Path(video_id).stem if Path(video_id).suffix else video_id
 
 
+def video_names(video_id: str) -> tuple[str, ...]:
+    """The file names a video is looked up by, in order: ``<id>.mp4``, ``<id without its extension>.mp4``,
+    then any file whose stem is the id or the id without its extension."""
+    stems = (video_id, strip_extension(video_id))
+    return (*(f"{stem}.mp4" for stem in stems), *(f"{stem}.*" for stem in stems))
+
+
 class DiDeMoDataModule(VideoTextDataModule):
     """DiDeMo: one paragraph (all descriptions joined) per video, decoded over the first ``window_end`` s.
 
-    The ids of a split are those of its list that have descriptions in its JSON (list order).
+    The ids of a split are those of its list (list order); the base class leaves out those without
+    descriptions in its JSON, as the reference does.
 
     Args:
         root: the DiDeMo directory (list files, JSON files and ``video_dir``).
@@ -56,42 +63,30 @@ class DiDeMoDataModule(VideoTextDataModule):
         test_json: test annotations under ``root``.
         video_dir: directory searched recursively for the videos, relative to ``root``.
         window_end: last second decoded, from 0 (reference: 31.0); None decodes the whole video.
-        missing_videos: ``error`` stops with the list of missing files; ``skip`` drops those videos with a
-            warning (the reference keeps only the videos found on disk).
         **kwargs: the dataset-independent arguments of :class:`VideoTextDataModule` (reference for
-            paragraphs: ``max_words=64``, ``max_frames=64``).
+            paragraphs: ``max_words=64``, ``max_frames=64``; ``missing_videos: skip`` keeps only the videos
+            found on disk, as the reference does).
     """
 
     def __init__(self, root: str, train_list: str = "train_list.txt", val_list: str = "val_list.txt",
                  test_list: str = "test_list.txt", train_json: str = "train_data.json", val_json: str = "val_data.json",
                  test_json: str = "test_data.json", video_dir: str = "videos", window_end: float | None = 31.0,
-                 missing_videos: MissingVideos = "error", **kwargs) -> None:
+                 **kwargs) -> None:
         super().__init__(root=root, **kwargs)
         self.lists = {"train": train_list, "val": val_list, "test": test_list}
         self.jsons = {"train": train_json, "val": val_json, "test": test_json}
-        self.video_dir, self.window_end, self.missing_videos = video_dir, window_end, missing_videos
-        self.videos = VideoIndex(self.root / video_dir)
+        self.video_dir, self.window_end = video_dir, window_end
 
     def required_paths(self, split: Split) -> list[tuple[str, Path]]:
         return [(f"{split} list ({split}_list)", self.root / self.lists[split]),
                 (f"{split} annotations ({split}_json)", self.root / self.jsons[split]),
                 ("video directory (video_dir)", self.root / self.video_dir)]
 
-    def video_path(self, video_id: str) -> Path:
-        """Under ``video_dir``, recursively: ``<id>.mp4``, else ``<id without its extension>.mp4``, else any
-        file whose stem is the id or the id without its extension (``<video_dir>/<id>.mp4`` if none)."""
-        stems = [video_id, strip_extension(video_id)]
-        found = self.videos.find(stems, suffix=".mp4") or self.videos.find(stems)
-        return found or self.root / self.video_dir / f"{video_id}.mp4"
-
     def load_records(self, split: Split) -> list[VideoRecord]:
+        """One paragraph record per listed video, looked up by :func:`video_names` under ``video_dir``
+        (``<video_dir>/<id>.mp4`` if none is found)."""
         ids = read_id_list(self.root / self.lists[split])
         paragraphs = read_didemo_paragraphs(self.root / self.jsons[split])
-        kept = [v for v in ids if v in paragraphs]
-        if len(kept) < len(ids):
-            rank_zero_info(f"{type(self).__name__} [{split}]: {len(ids) - len(kept)} of {len(ids)} listed videos have "
-                           f"no description in {self.jsons[split]} and are left out")
         start, end = (None, None) if self.window_end is None else (0.0, float(self.window_end))
-        records = [VideoRecord(v, self.video_path(v), [paragraphs[v]] if paragraphs[v] else [], start, end)
-                   for v in kept]
-        return drop_missing_videos(records, self.missing_videos, f"{type(self).__name__} [{split}]")
+        return [VideoRecord(v, Path(f"{v}.mp4"), [paragraphs[v]] if paragraphs.get(v) else [], start, end,
+                            search=video_names(v)) for v in ids]

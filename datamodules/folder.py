@@ -163,11 +163,13 @@ class FolderDataModule(VideoTextDataModule):
 
     def required_paths(self, split: Split) -> list[tuple[str, Path]]:
         return [("annotation file (annotations)", self.annotation_path),
-                ("video directory (video_dir)", self.root / Path(self.video_dir).expanduser())]
+                ("video directory (video_dir)", self.video_root)]
 
-    def _record(self, rows: list[Row]) -> VideoRecord:
-        path = self.root / Path(self.video_dir).expanduser() / Path(rows[0].video).expanduser()
-        return VideoRecord(rows[0].video, path, [r.caption for r in rows], rows[0].start, rows[0].end)
+    @staticmethod
+    def _record(rows: list[Row]) -> VideoRecord:
+        """The video of ``rows`` (its path as the ``video`` column gives it) with their captions."""
+        return VideoRecord(rows[0].video, Path(rows[0].video).expanduser(), [r.caption for r in rows], rows[0].start,
+                           rows[0].end)
 
     def _assign_splits(self, groups: dict[str, list[Row]]) -> dict[str, list[str]]:
         """``split -> videos``, from the ``split`` column or by ``val_fraction`` (val = test)."""

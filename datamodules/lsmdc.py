@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
-from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos
 from xclip_pl.data.records import VideoRecord
 
 FIELDS = ("clip_id", "start_aligned", "end_aligned", "start_extracted", "end_extracted", "sentence")
@@ -67,30 +66,25 @@ class LSMDCDataModule(VideoTextDataModule):
         val_csv: validation annotations under ``root``.
         test_csv: test annotations under ``root`` (the public 1000-clip challenge test set).
         video_dir: directory searched recursively for ``<clip_id>.<any extension>``, relative to ``root``.
-        missing_videos: ``error`` stops with the list of missing files; ``skip`` drops those lines with a
-            warning (the reference drops them silently).
-        **kwargs: the dataset-independent arguments of :class:`VideoTextDataModule`.
+        **kwargs: the dataset-independent arguments of :class:`VideoTextDataModule` (``missing_videos`` among
+            them: ``skip`` drops the lines of missing clips, as the reference does silently).
     """
 
     def __init__(self, root: str, train_csv: str = "LSMDC16_annos_training.csv", val_csv: str = "LSMDC16_annos_val.csv",
                  test_csv: str = "LSMDC16_challenge_1000_publictect.csv", video_dir: str = "videos",
-                 missing_videos: MissingVideos = "error", **kwargs) -> None:
+                 **kwargs) -> None:
         super().__init__(root=root, **kwargs)
         self.annotations = {"train": train_csv, "val": val_csv, "test": test_csv}
-        self.video_dir, self.missing_videos = video_dir, missing_videos
-        self.videos = VideoIndex(self.root / video_dir)
+        self.video_dir = video_dir
 
     def required_paths(self, split: Split) -> list[tuple[str, Path]]:
         return [(f"{split} annotations ({split}_csv)", self.root / self.annotations[split]),
                 ("video directory (video_dir)", self.root / self.video_dir)]
 
-    def video_path(self, clip_id: str) -> Path:
-        """The file under ``video_dir`` whose stem is the clip id (``<video_dir>/<id>.avi`` if there is none)."""
-        return self.videos.find([clip_id]) or self.root / self.video_dir / f"{clip_id}.avi"
-
     def load_records(self, split: Split) -> list[VideoRecord]:
+        """One record per line; each file is the one under ``video_dir`` whose stem is the clip id
+        (``<video_dir>/<id>.avi`` if there is none)."""
         pairs = read_lsmdc_annotations(self.root / self.annotations[split])
         ids = unique_ids([clip_id for clip_id, _ in pairs])
-        records = [VideoRecord(key, self.video_path(clip_id), [sentence])
-                   for key, (clip_id, sentence) in zip(ids, pairs)]
-        return drop_missing_videos(records, self.missing_videos, f"{type(self).__name__} [{split}]")
+        return [VideoRecord(key, Path(f"{clip_id}.avi"), [sentence], search=(f"{clip_id}.*",))
+                for key, (clip_id, sentence) in zip(ids, pairs)]

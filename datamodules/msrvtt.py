@@ -5,7 +5,8 @@
     root/MSRVTT_JSFUSION_test.csv    columns key, vid_key, video_id, sentence (the 1k-A test split)
     root/videos/all/<video_id>.mp4   (falling back to <video_id>.webm)
 
-Train: every JSON caption of every train-CSV video (9000 x 20 = 180k pairs). Val = test = the JSFusion
+Train: every JSON caption of every train-CSV video (9000 x 20 = 180k pairs; a CSV video without captions is
+left out, as in the reference). Val = test = the JSFusion
 CSV, one caption per video, as in the reference: model selection therefore happens on the test set.
 """
 from __future__ import annotations
@@ -17,8 +18,6 @@ import pandas as pd
 
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
 from xclip_pl.data.records import VideoRecord
-
-VIDEO_EXTENSIONS = (".mp4", ".webm")
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -44,6 +43,11 @@ def read_msrvtt_captions(path: Path) -> dict[str, list[str]]:
     return captions
 
 
+def video_names(video_id: str) -> tuple[str, str]:
+    """``<id>.mp4``, then ``<id>.webm``: the files a video is looked up by, directly in ``video_dir``."""
+    return f"{video_id}.mp4", f"{video_id}.webm"
+
+
 class MSRVTTDataModule(VideoTextDataModule):
     """MSR-VTT: 9k (or 7k) training videos with all their captions; 1k-A JSFusion test (val = test).
 
@@ -55,6 +59,8 @@ class MSRVTTDataModule(VideoTextDataModule):
         video_dir: directory of ``<video_id>.mp4`` (or ``.webm``) files, relative to ``root``.
         **kwargs: the dataset-independent arguments of :class:`VideoTextDataModule`.
     """
+
+    search_video_subdirectories = False
 
     def __init__(self, root: str, train_csv: str = "MSRVTT_train.9k.csv",
                  test_csv: str = "MSRVTT_JSFUSION_test.csv", data_json: str = "MSRVTT_data.json",
@@ -69,12 +75,9 @@ class MSRVTTDataModule(VideoTextDataModule):
                     ("train list (train_csv)", self.root / self.train_csv), videos]
         return [("test list (test_csv)", self.root / self.test_csv), videos]
 
-    def video_path(self, video_id: str) -> Path:
-        """``<video_dir>/<id>.mp4``, or ``.webm`` when only that exists (the ``.mp4`` path if neither does)."""
-        candidates = [self.root / self.video_dir / f"{video_id}{ext}" for ext in VIDEO_EXTENSIONS]
-        return next((p for p in candidates if p.is_file()), candidates[0])
-
     def load_records(self, split: Split) -> list[VideoRecord]:
+        """Train from the CSV and the JSON, val = test from the JSFusion CSV; each file is
+        ``<video_dir>/<id>.mp4``, or ``.webm`` when only that exists."""
         if split == "train":
             return self._train_records()
         return self._test_records()
@@ -82,11 +85,11 @@ class MSRVTTDataModule(VideoTextDataModule):
     def _train_records(self) -> list[VideoRecord]:
         ids = _read_csv(self.root / self.train_csv, ("video_id",))["video_id"].tolist()
         captions = read_msrvtt_captions(self.root / self.data_json)
-        return [VideoRecord(v, self.video_path(v), list(captions.get(v, []))) for v in ids]
+        return [VideoRecord(v, Path(f"{v}.mp4"), list(captions.get(v, [])), search=video_names(v)) for v in ids]
 
     def _test_records(self) -> list[VideoRecord]:
         rows = _read_csv(self.root / self.test_csv, ("video_id", "sentence"))
         grouped: dict[str, list[str]] = {}
         for video_id, sentence in zip(rows["video_id"], rows["sentence"]):
             grouped.setdefault(video_id, []).append(sentence)
-        return [VideoRecord(v, self.video_path(v), captions) for v, captions in grouped.items()]
+        return [VideoRecord(v, Path(f"{v}.mp4"), captions, search=video_names(v)) for v, captions in grouped.items()]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
-from xclip_pl.data.files import MissingVideos, VideoIndex, drop_missing_videos, read_id_list
+from xclip_pl.data.files import read_id_list
 from xclip_pl.data.records import VideoRecord
 
 
@@ -45,29 +45,24 @@ class MSVDDataModule(VideoTextDataModule):
         test_list: test video ids, one per line, under ``root``.
         caption_file: pickled dict ``video_id -> list of captions`` (each a token list) under ``root``.
         video_dir: directory searched recursively for ``<video_id>.<any extension>``, relative to ``root``.
-        missing_videos: ``error`` stops with the list of missing files; ``skip`` drops those videos with a warning.
-        **kwargs: the dataset-independent arguments of :class:`VideoTextDataModule`.
+        **kwargs: the dataset-independent arguments of :class:`VideoTextDataModule` (``missing_videos`` among them).
     """
 
     def __init__(self, root: str, train_list: str = "train_list.txt", val_list: str = "val_list.txt",
                  test_list: str = "test_list.txt", caption_file: str = "raw-captions.pkl",
-                 video_dir: str = "YouTubeClips", missing_videos: MissingVideos = "error", **kwargs) -> None:
+                 video_dir: str = "YouTubeClips", **kwargs) -> None:
         super().__init__(root=root, **kwargs)
         self.lists = {"train": train_list, "val": val_list, "test": test_list}
-        self.caption_file, self.video_dir, self.missing_videos = caption_file, video_dir, missing_videos
-        self.videos = VideoIndex(self.root / video_dir)
+        self.caption_file, self.video_dir = caption_file, video_dir
 
     def required_paths(self, split: Split) -> list[tuple[str, Path]]:
         return [(f"{split} list ({split}_list)", self.root / self.lists[split]),
                 ("caption file (caption_file)", self.root / self.caption_file),
                 ("video directory (video_dir)", self.root / self.video_dir)]
 
-    def video_path(self, video_id: str) -> Path:
-        """The file under ``video_dir`` whose stem is the id (``<video_dir>/<id>.avi`` if there is none)."""
-        return self.videos.find([video_id]) or self.root / self.video_dir / f"{video_id}.avi"
-
     def load_records(self, split: Split) -> list[VideoRecord]:
+        """The listed videos with their captions; each file is the one under ``video_dir`` whose stem is the id
+        (``<video_dir>/<id>.avi`` if there is none)."""
         ids = read_id_list(self.root / self.lists[split])
         captions = read_msvd_captions(self.root / self.caption_file)
-        records = [VideoRecord(v, self.video_path(v), list(captions.get(v, []))) for v in ids]
-        return drop_missing_videos(records, self.missing_videos, f"{type(self).__name__} [{split}]")
+        return [VideoRecord(v, Path(f"{v}.avi"), list(captions.get(v, [])), search=(f"{v}.*",)) for v in ids]

@@ -1,6 +1,8 @@
-"""The MSVD, LSMDC, DiDeMo, ActivityNet and folder datamodules on miniature trees in the real formats."""
+"""The MSVD, LSMDC, DiDeMo, ActivityNet and folder datamodules on miniature trees in the real formats, and what
+the base class does the same way for every plugin (video lookup, videos without captions, missing videos)."""
 from __future__ import annotations
 
+import inspect
 import json
 import pickle
 from pathlib import Path
@@ -12,7 +14,11 @@ from datamodules.activitynet import ActivityNetDataModule
 from datamodules.didemo import DiDeMoDataModule
 from datamodules.folder import FolderDataModule
 from datamodules.lsmdc import LSMDCDataModule
+from datamodules.msrvtt import MSRVTTDataModule
 from datamodules.msvd import MSVDDataModule
+from datamodules.synthetic import SyntheticDataModule
+from xclip_pl.data.datamodule import VideoTextDataModule
+from xclip_pl.data.records import VideoRecord
 from xclip_pl.data.synthetic_formats import write_synthetic
 
 
@@ -281,14 +287,18 @@ def test_missing_videos_error_counts_them_and_names_the_skip_key(tmp_path):
     assert len(dm.records["train"]) == 2 and len(dm.records["val"]) == 1
 
 
-def test_missing_videos_error_without_a_skip_option_does_not_suggest_one(tmp_path):
+def test_missing_videos_is_a_setting_of_every_datamodule_folder_included(tmp_path):
     root = write_synthetic(tmp_path / "folder", "folder", num_train=3, num_val=2, num_test=2, captions_per_video=1,
                            seconds=2.0, width=32, height=32)
     (root / "videos" / "train" / "clip0000.mp4").unlink()
     message = setup_error(make_dm(FolderDataModule, root, tmp_path))
     assert "[train] 1 of 3 videos named in the annotations are missing on disk" in message
-    assert "init_args.missing_videos" not in message
     assert "1 video is missing (train: 1): add the file(s) or remove them from the annotations" in message
+    assert "set `data.init_args.missing_videos: skip`" in message
+    dm = make_dm(FolderDataModule, root, tmp_path, missing_videos="skip")  # what the message says works
+    with pytest.warns(UserWarning, match=r"FolderDataModule \[train\]: skipping 1 of 3 records whose video is missing"):
+        dm.setup("fit")
+    assert len(dm.records["train"]) == 2 and len(dm.records["val"]) == 2
 
 
 # ---- ActivityNet ----------------------------------------------------------------------------------
@@ -335,8 +345,14 @@ def test_activitynet_errors(anet_root, tmp_path):
     message = setup_error(make_dm(ActivityNetDataModule, root, tmp_path), "test")
     assert f"{root / 'val_1.json'}: entry 'v_nwznKOuZM7w' lacks a 'sentences' list" in message
     (root / "val_1.json").write_text(json.dumps({"v_nwznKOuZM7w": {"sentences": ["x"]}}))
-    assert "1 videos have no caption: 'v_ogQozSI5V8U'" in setup_error(make_dm(ActivityNetDataModule, root, tmp_path),
-                                                                       "test")
+    dm = make_dm(ActivityNetDataModule, root, tmp_path)  # a listed video without sentences: left out, as the reference
+    with pytest.warns(UserWarning, match=r"\[test\]: 1 of 2 videos have no caption in the annotations and are left "
+                                         r"out: 'v_ogQozSI5V8U'"):
+        dm.setup("test")
+    assert ids(dm, "test") == ["v_nwznKOuZM7w"]
+    (root / "val_1.json").write_text(json.dumps({"v_nwznKOuZM7w": {"sentences": [" "]}}))
+    assert "2 videos have no caption: 'v_nwznKOuZM7w', 'v_ogQozSI5V8U'" in setup_error(
+        make_dm(ActivityNetDataModule, root, tmp_path), "test")  # none has one: an error, not an empty split
 
 
 # ---- folder ---------------------------------------------------------------------------------------
@@ -446,3 +462,44 @@ def test_offline_tokenizer_cache_key_covers_the_caption_cleaning(tmp_path, monke
     assert dm.offline_tokenizer_dir(captions) == before and dm.offline_tokenizer_dir(["a cat"]) != before
     monkeypatch.setattr(datamodule_module, "CLEANING_VERSION", "another cleaning")
     assert dm.offline_tokenizer_dir(captions) != before
+
+
+# ---- what the base class does for every plugin --------------------------------------------------
+class ToyDataModule(VideoTextDataModule):
+    """Records as a plugin gives them: relative paths, ``search`` names, one absolute path, one without captions."""
+
+    video_dir = "clips"
+
+    def load_records(self, split):
+        return [VideoRecord("a", Path("a.avi"), ["cap a"], search=("a.mp4", "a.*")),
+                VideoRecord("b", Path("sub/b.mp4"), ["cap b"]), VideoRecord("c", Path("c.mp4"), []),
+                VideoRecord("d", self.root / "elsewhere" / "d.mp4", ["cap d"])]
+
+
+def test_the_base_finds_videos_leaves_out_captionless_ones_and_applies_missing_videos(tmp_path):
+    root = tmp_path / "toy"
+    for name in ("clips/x/a.webm", "clips/sub/b.mp4", "clips/c.mp4"):
+        write_video(root / name, num_frames=8)
+    dm = make_dm(ToyDataModule, root, tmp_path, tokenizer_vocab_size=514)
+    located = [dm.locate_video(r) for r in dm.load_records("test")]
+    assert [r.path for r in located] == [root / "clips/x/a.webm", root / "clips/sub/b.mp4", root / "clips/c.mp4",
+                                         root / "elsewhere/d.mp4"]
+    message = setup_error(dm, "test")
+    assert "[test] 1 of 3 videos named in the annotations are missing on disk: 'd'" in message
+    assert "set `data.init_args.missing_videos: skip`" in message
+    dm = make_dm(ToyDataModule, root, tmp_path, missing_videos="skip")
+    with pytest.warns(UserWarning) as warned:
+        dm.setup("test")
+    assert [str(w.message) for w in warned if "ToyDataModule [test]" in str(w.message)] == [
+        "ToyDataModule [test]: 1 of 4 videos have no caption in the annotations and are left out: 'c'",
+        "ToyDataModule [test]: skipping 1 of 3 records whose video is missing (missing_videos='skip'): 'd'"]
+    assert ids(dm, "test") == ["a", "b"]
+
+
+@pytest.mark.parametrize("cls", [ActivityNetDataModule, DiDeMoDataModule, FolderDataModule, LSMDCDataModule,
+                                 MSVDDataModule, MSRVTTDataModule, SyntheticDataModule])
+def test_every_plugin_gets_missing_videos_from_the_base(cls, tmp_path):
+    assert "missing_videos" not in inspect.signature(cls.__init__).parameters  # one place: the base class
+    assert inspect.signature(VideoTextDataModule.__init__).parameters["missing_videos"].default == "error"
+    assert cls(root=str(tmp_path), missing_videos="skip").missing_videos == "skip"
+    assert cls(root=str(tmp_path)).hparams["missing_videos"] == "error"

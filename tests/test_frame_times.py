@@ -12,8 +12,8 @@ import pytest
 
 from xclip_pl.data import reference_frames as reference_frames_module
 from xclip_pl.data import video
+from xclip_pl.data.cache import ClipLoader
 from xclip_pl.data.datamodule import VideoTextDataModule
-from xclip_pl.data.dataset import ClipLoader
 from xclip_pl.data.records import VideoRecord
 from xclip_pl.data.video import VideoDecodeError, decode_clip
 

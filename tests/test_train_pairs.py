@@ -11,7 +11,8 @@ import pytest
 from helpers_media import write_video
 
 from datamodules.folder import FolderDataModule
-from xclip_pl.data.dataset import ClipLoader, TrainPairs
+from xclip_pl.data.cache import ClipLoader
+from xclip_pl.data.dataset import TrainPairs
 from xclip_pl.data.records import VideoRecord
 from xclip_pl.data.video import VideoDecodeError
 

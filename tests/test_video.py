@@ -239,9 +239,8 @@ def _decode_both(monkeypatch: pytest.MonkeyPatch, path: Path, **kwargs) -> tuple
     original = video._frame_time
     for skip in (True, False):
         calls = []
-        monkeypatch.setattr(video, "SKIP_NONREF", skip)
         monkeypatch.setattr(video, "_frame_time", lambda *a: calls.append(1) or original(*a))
-        result = decode_clip(path, image_size=16, **kwargs)
+        result = decode_clip(path, image_size=16, skip_nonref=skip, **kwargs)
         counts.append(len(calls))
         if skip:
             skipped = result

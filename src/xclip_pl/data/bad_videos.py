@@ -49,6 +49,6 @@ class BadVideoLog:
         lines = [f"{path}\t{video_id}\t{error}" for path, (video_id, error) in sorted(entries.items())]
         Path(out_file).write_text("path\tvideo_id\terror\n" + "\n".join(lines) + "\n")
         listing = "\n".join(f"  - {path} ({error})" for path, (_, error) in sorted(entries.items()))
-        return (f"{len(entries)} video file(s) could not be decoded; they were skipped in training and scored "
+        return (f"{len(entries)} video file(s) could not be decoded; they were replaced by other videos' pairs in training and scored "
                 f"as misses in evaluation (set data.strict: true to stop at the first one instead):\n{listing}\n"
                 f"The list is in {out_file}.")

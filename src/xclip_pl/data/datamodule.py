@@ -1,7 +1,10 @@
 """``VideoTextDataModule``: every dataset-independent data argument, validation, tokenizer and loaders.
 
-A dataset plugin (``datamodules/*.py``) subclasses it and implements only :meth:`load_records` (and,
-for clear errors, :meth:`required_paths`). Training yields one batch of (video, caption) pairs; val,
+A dataset plugin (``datamodules/*.py``) subclasses it and implements only :meth:`load_records`, which parses
+the annotation files into records, and, for clear errors, :meth:`required_paths`. The base does the rest the
+same way for every dataset: it finds each record's video under ``video_dir`` (:meth:`locate_video`), leaves
+out videos without captions, drops or reports missing videos (``missing_videos``) and validates the splits
+(:mod:`xclip_pl.data.records`). Training yields one batch of (video, caption) pairs; val,
 test and predict yield a LIST of two loaders, ``[videos, captions]``, so each video is encoded once.
 
 Default cache locations (``<cache>`` = ``<root>/.xclip_pl`` when ``root`` is writable, otherwise
@@ -12,33 +15,41 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from xclip_pl.data.bad_videos import BadVideoLog
-from xclip_pl.data.dataset import ClipLoader, EvalCaptions, EvalVideos, TrainPairs
-from xclip_pl.data.records import VideoRecord, find_record_problems
-from xclip_pl.data.tokenizer import CLEANING_VERSION, load_tokenizer, save_tokenizer, tokenize, train_bpe_tokenizer
+from xclip_pl.data.cache import ClipLoader
+from xclip_pl.data.dataset import EvalCaptions, EvalVideos, TrainPairs
+from xclip_pl.data.files import VideoIndex, default_cache_dir
+from xclip_pl.data.records import (
+    MissingVideos,
+    VideoRecord,
+    drop_missing_videos,
+    drop_videos_without_captions,
+    examples,
+    find_record_problems,
+    problem_report,
+)
+from xclip_pl.data.tokenizer import (
+    CLEANING_VERSION,
+    load_tokenizer,
+    save_tokenizer,
+    tokenize,
+    train_bpe_tokenizer,
+)
 
 Split = Literal["train", "val", "test"]
 STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
     "fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
     None: ("train", "val", "test"),
 }
-
-
-def default_cache_dir(root: Path, name: str) -> Path:
-    """``<root>/.xclip_pl/<name>`` if ``root`` is writable, else ``~/.cache/xclip_pl/<hash of root>/<name>``."""
-    if os.access(root, os.W_OK):
-        return root / ".xclip_pl" / name
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
-    return Path.home() / ".cache" / "xclip_pl" / digest / name
 
 
 class VideoTextDataModule(pl.LightningDataModule):
@@ -72,10 +83,17 @@ class VideoTextDataModule(pl.LightningDataModule):
         frame_cache_dir: where the frame cache lives when ``frame_cache`` is on; None =
             ``<root>/.xclip_pl/frame_cache`` (or ``~/.cache/xclip_pl/...`` if root is read-only).
         strict: stop at the first video that cannot be decoded (missing, empty, truncated, not a video).
-            False (default): such a training sample is skipped, such an evaluation video is scored as a
-            miss, a warning names the file, and the run ends with the list of every bad file (also
-            written to ``<default_root_dir>/bad_videos.tsv``).
+            False (default): such a training pair is replaced by a pair of another video, such an evaluation
+            video is scored as a miss, a warning names the file, and every bad file is logged under
+            ``<default_root_dir>/bad_videos/`` (the ``BadVideoReport`` callback lists them at the end).
+        missing_videos: videos named in the annotations but not on disk. ``error``: stop with one message
+            listing them (per split); ``skip``: leave them out with a warning, as the reference does.
     """
+
+    #: the directory of the videos, relative to ``root`` (or absolute); plugins set it from their ``video_dir``.
+    video_dir: str = "."
+    #: whether :meth:`locate_video` searches the subdirectories of ``video_dir`` for a record's ``search`` names.
+    search_video_subdirectories: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -97,6 +115,7 @@ class VideoTextDataModule(pl.LightningDataModule):
         frame_cache: bool = False,
         frame_cache_dir: str | None = None,
         strict: bool = False,
+        missing_videos: MissingVideos = "error",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # every init argument, subclasses' included (checkpoint, loggers, CLI checks)
@@ -112,7 +131,8 @@ class VideoTextDataModule(pl.LightningDataModule):
         self.tokenizer_source, self.tokenizer_dir = tokenizer, tokenizer_dir
         self.tokenizer_vocab_size, self.pad_token_id = tokenizer_vocab_size, pad_token_id
         self.frame_cache, self.frame_cache_dir = frame_cache, frame_cache_dir
-        self.strict = strict
+        self.strict, self.missing_videos = strict, missing_videos
+        self._video_index: VideoIndex | None = None  # built on first lookup (plugins set video_dir after __init__)
         self.bad_video_log: BadVideoLog | None = None
         self.tokenizer = None  # a transformers.CLIPTokenizer once setup() ran
         self.records: dict[str, list[VideoRecord]] = {}  # split -> records, once loaded and checked
@@ -122,13 +142,31 @@ class VideoTextDataModule(pl.LightningDataModule):
 
     # ---- what a dataset plugin implements ---------------------------------------------------------
     def load_records(self, split: Split) -> list[VideoRecord]:
-        """The videos of ``split`` with their captions (paths need not exist: the base class checks)."""
+        """The videos of ``split`` with their captions, as the annotation files list them: each record's
+        ``path`` relative to ``video_dir`` (or absolute) and, optionally, ``search`` names to look for there
+        (see :meth:`locate_video`); files need not exist, videos may lack captions: the base class handles both."""
         raise NotImplementedError(f"{type(self).__name__} must implement load_records(split)")
 
     def required_paths(self, split: Split) -> list[tuple[str, Path]]:
         """``(description, path)`` of the files and directories ``load_records(split)`` reads; each missing
         one is reported (and ``load_records`` not called) instead of failing inside the parser."""
         return []
+
+    # ---- video files ----------------------------------------------------------------------------
+    @property
+    def video_root(self) -> Path:
+        """``root / video_dir``: where records' relative paths and ``search`` names are resolved."""
+        return self.root / Path(self.video_dir).expanduser()
+
+    def locate_video(self, record: VideoRecord) -> VideoRecord:
+        """A copy of ``record`` whose ``path`` is its video file: the first of its ``search`` names found under
+        :attr:`video_root` (in its subdirectories too if ``search_video_subdirectories``), else ``path`` there."""
+        found = None
+        if record.search:
+            if self._video_index is None:
+                self._video_index = VideoIndex(self.video_root, recursive=self.search_video_subdirectories)
+            found = self._video_index.find(record.search)
+        return replace(record, path=found or self.video_root / record.path)
 
     # ---- setup ----------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -155,15 +193,6 @@ class VideoTextDataModule(pl.LightningDataModule):
             self.bad_video_log = log
             self._datasets.clear()  # datasets built earlier hold a loader with another log
         self.bad_video_log.reset()
-
-    def teardown(self, stage: str | None = None) -> None:
-        """End of fit / validate / test / predict: report every undecodable video once (rank 0)."""
-        log = self.bad_video_log
-        if log is None or (self.trainer is not None and not self.trainer.is_global_zero):
-            return
-        report = log.write_report(log.directory.parent / "bad_videos.tsv")
-        if report:
-            rank_zero_warn(report)
 
     def _needs_offline_tokenizer(self) -> bool:
         return self.tokenizer is None and self.tokenizer_source is None
@@ -196,35 +225,20 @@ class VideoTextDataModule(pl.LightningDataModule):
         if missing:
             return None, missing
         try:
-            return self.load_records(split), []
+            parsed = self.load_records(split)
         except (ValueError, KeyError, OSError) as error:
             return None, [f"could not read the annotations: {type(error).__name__}: {error}"]
+        if parsed and not any(r.captions for r in parsed):  # nothing to leave out: the annotations do not match
+            return None, [f"{len(parsed)} videos have no caption: {examples([r.video_id for r in parsed])} (none "
+                          "of the split has one: do the annotation files belong together?)"]
+        where = f"{type(self).__name__} [{split}]"
+        records = drop_videos_without_captions([self.locate_video(r) for r in parsed], where)
+        return drop_missing_videos(records, self.missing_videos, where), []
 
     def _problem_report(self, problems: list[tuple[str, str]]) -> str:
-        """One message for all problems; identical ones from several splits are merged."""
-        merged: dict[str, list[str]] = {}
-        for split, problem in problems:
-            merged.setdefault(problem, []).append(split)
-        lines = [f"  - [{', '.join(splits)}] {problem}" for problem, splits in merged.items()]
-        missing = {split: self._missing_files.get(split, 0) for split in dict.fromkeys(s for s, _ in problems)}
-        return (f"{type(self).__name__}(root={str(self.root)!r}): {len(lines)} problem(s) with the dataset:\n"
-                + "\n".join(lines) + self._missing_videos_hint({s: n for s, n in missing.items() if n})
-                + "\nFix the files or the datamodule arguments (see `xclip-pl fit --data.help "
-                f"{type(self).__module__}.{type(self).__name__}`).")
-
-    def _missing_videos_hint(self, missing: dict[str, int]) -> str:
-        """The way out for ``missing`` (split -> video files not on disk): a plugin with a ``missing_videos``
-        argument (``"error"`` / ``"skip"``) can keep only the videos on disk, as the reference does."""
-        if not missing:
-            return ""
-        total = sum(missing.values())
-        counts = ", ".join(f"{split}: {count}" for split, count in missing.items())
-        head = f"\n{total} video{'s are' if total != 1 else ' is'} missing ({counts})"
-        if getattr(self, "missing_videos", None) == "error":
-            return (f"{head}. To keep only the videos on disk, as the reference does, set "
-                    "`data.init_args.missing_videos: skip` in the config (command line: "
-                    "--data.init_args.missing_videos skip).")
-        return f"{head}: add the file(s) or remove them from the annotations."
+        """One message for all problems (see :func:`~xclip_pl.data.records.problem_report`)."""
+        return problem_report(f"{type(self).__name__}(root={str(self.root)!r})", problems, self._missing_files,
+                              f"{type(self).__module__}.{type(self).__name__}")
 
     # ---- tokenizer ------------------------------------------------------------------------------
     def _build_tokenizer(self) -> None:

@@ -1,16 +1,14 @@
-"""File lookup shared by the dataset plugins: find videos by file stem, read id lists, drop missing videos."""
+"""File helpers of the data path: find videos by name, read id lists, write files atomically."""
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
-from pytorch_lightning.utilities import rank_zero_warn
-
-from xclip_pl.data.records import VideoRecord
-
-MissingVideos = Literal["error", "skip"]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")
 
 
@@ -21,38 +19,57 @@ def _preference(path: Path) -> tuple[int, str]:
     return rank, str(path)
 
 
+def split_name(name: str) -> tuple[str, str | None]:
+    """``(stem, suffix)`` of a file name to look for: ``"a.b.mp4"`` -> ``("a.b", ".mp4")``; a ``.*`` suffix
+    (``"a.b.*"``) -> ``("a.b", None)``: any suffix."""
+    if name.endswith(".*"):
+        return name[:-2], None
+    return Path(name).stem, Path(name).suffix.lower()
+
+
 class VideoIndex:
-    """Every file under a directory by file stem (recursive; hidden files and directories are skipped,
-    e.g. the ``.xclip_pl`` cache). Built on first use, once.
+    """Every file under a directory by file stem (hidden files and directories are skipped, e.g. the
+    ``.xclip_pl`` cache). Built on first use, once.
 
     Args:
         directory: the directory to search.
+        recursive: search its subdirectories too (False: only the files directly in it).
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
+    def __init__(self, directory: Path, recursive: bool = True) -> None:
+        self.directory, self.recursive = Path(directory), recursive
         self._by_stem: dict[str, list[Path]] | None = None
 
     def _build(self) -> dict[str, list[Path]]:
         by_stem: dict[str, list[Path]] = {}
         for parent, dirs, files in os.walk(self.directory, followlinks=True):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if self.recursive else []
             for name in files:
                 if not name.startswith("."):
                     path = Path(parent) / name
                     by_stem.setdefault(path.stem, []).append(path)
         return {stem: sorted(paths, key=_preference) for stem, paths in by_stem.items()}
 
-    def find(self, stems: Sequence[str], suffix: str | None = None) -> Path | None:
-        """The first file whose stem is one of ``stems`` (tried in order) and, if given, whose suffix is
-        ``suffix``; among several, a known video suffix wins. None if there is none."""
+    def find(self, names: Sequence[str]) -> Path | None:
+        """The file of the first of ``names`` (tried in order) that exists: ``"<stem>.<ext>"`` is a file of that
+        stem and suffix (suffix case ignored), ``"<stem>.*"`` a file of that stem with any suffix, a known video
+        suffix first (``VIDEO_SUFFIXES`` order). None if there is none."""
         if self._by_stem is None:
             self._by_stem = self._build()
-        for stem in stems:
+        for name in names:
+            stem, suffix = split_name(name)
             paths = [p for p in self._by_stem.get(stem, []) if suffix is None or p.suffix.lower() == suffix]
             if paths:
                 return paths[0]
         return None
+
+
+def default_cache_dir(root: Path, name: str) -> Path:
+    """``<root>/.xclip_pl/<name>`` if ``root`` is writable, else ``~/.cache/xclip_pl/<hash of root>/<name>``."""
+    if os.access(root, os.W_OK):
+        return root / ".xclip_pl" / name
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return Path.home() / ".cache" / "xclip_pl" / digest / name
 
 
 def read_id_list(path: Path) -> list[str]:
@@ -61,15 +78,21 @@ def read_id_list(path: Path) -> list[str]:
         return [line.strip() for line in handle if line.strip()]
 
 
-def drop_missing_videos(records: list[VideoRecord], mode: MissingVideos, where: str) -> list[VideoRecord]:
-    """``records`` unchanged (``mode="error"``: the base class reports missing files), or without the
-    records whose file is missing, with one warning naming how many and which (``mode="skip"``)."""
-    if mode == "error":
-        return records
-    kept = [r for r in records if Path(r.path).is_file()]
-    missing = [r.video_id for r in records if not Path(r.path).is_file()]
-    if missing:
-        shown = ", ".join(repr(v) for v in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        rank_zero_warn(f"{where}: skipping {len(missing)} of {len(records)} records whose video is missing "
-                       f"(missing_videos='skip'): {shown}")
-    return kept
+@contextmanager
+def atomic_write(path: str | Path, mode: Literal["w", "wb"] = "w") -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; on success it is renamed to ``path`` in one step
+    (readers, and other processes writing the same file, never see a partial file); on an error it is removed.
+
+    Args:
+        path: the file to write.
+        mode: ``w`` (text, UTF-8) or ``wb`` (bytes).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -15,7 +15,6 @@ import av
 import numpy as np
 
 from xclip_pl.data.video import (
-    DECODE_THREADS,
     ColorMatrix,
     FrameSampling,
     VideoDecodeError,
@@ -105,14 +104,14 @@ def _grab_indices(container: av.container.InputContainer, stream: av.VideoStream
 
 def _decode_reference_once(
     path: Path, max_frames: int, image_size: int, per_second: int, sampling: FrameSampling,
-    window: tuple[int, int | None] | None, color_matrix: ColorMatrix, readable_frames: int | None,
+    window: tuple[int, int | None] | None, color_matrix: ColorMatrix, decode_threads: int, readable_frames: int | None,
 ) -> tuple[list[np.ndarray], int, bool]:
     """One pass of the reference arithmetic: ``(kept frames, frames decoded, all targets found)``."""
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise VideoDecodeError(f"{path}: no video stream")
         stream = container.streams.video[0]
-        stream.codec_context.thread_count = DECODE_THREADS
+        stream.codec_context.thread_count = decode_threads
         fps = _reference_frame_rate(stream)
         if int(fps) < per_second:
             raise VideoDecodeError(
@@ -130,10 +129,13 @@ def _decode_reference_once(
 
 
 def decode_reference(path: Path, max_frames: int, image_size: int, fps: float, sampling: FrameSampling,
-                      start: float | None, end: float | None, color_matrix: ColorMatrix) -> list[np.ndarray]:
+                     start: float | None, end: float | None, color_matrix: ColorMatrix,
+                     decode_threads: int = 1) -> list[np.ndarray]:
     """The reference's frames: indices from the container's frame count and ``int(fps)``; if the stream holds
-    fewer frames than its container claims, again with the reads failing where the stream really ends."""
-    args = (path, max_frames, image_size, int(fps), sampling, reference_window(start, end), color_matrix)
+    fewer frames than its container claims, again with the reads failing where the stream really ends.
+    ``decode_threads``: FFmpeg threads per decode."""
+    args = (path, max_frames, image_size, int(fps), sampling, reference_window(start, end), color_matrix,
+            decode_threads)
     kept, decoded, complete = _decode_reference_once(*args, readable_frames=None)
     if not complete:
         kept, _, _ = _decode_reference_once(*args, readable_frames=decoded)

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import ftfy
 import torch
 from torch import Tensor
 from transformers import CLIPTokenizer
+
+from xclip_pl.data.files import atomic_write
 
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 EOW = "</w>"
@@ -93,14 +93,6 @@ def build_clip_vocab(merges: list[tuple[str, str]], vocab_size: int) -> tuple[di
     return vocab, kept
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a text file via a temporary file and a rename (safe when several processes write it)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def train_bpe_tokenizer(captions: list[str], out_dir: str | Path, vocab_size: int = 1000) -> CLIPTokenizer:
     """Train a CLIP-style BPE on ``captions``, write ``out_dir/vocab.json`` + ``merges.txt``, load it.
 
@@ -118,8 +110,9 @@ def train_bpe_tokenizer(captions: list[str], out_dir: str | Path, vocab_size: in
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["#version: 0.2", *(f"{a} {b}" for a, b in merges)]
-    _write_atomic(out / "merges.txt", "\n".join(lines) + "\n")
-    _write_atomic(out / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+    for name, text in (("merges.txt", "\n".join(lines) + "\n"), ("vocab.json", json.dumps(vocab, ensure_ascii=False))):
+        with atomic_write(out / name) as handle:  # several processes may train the same tokenizer at once
+            handle.write(text)
     return load_tokenizer(out)
 
 

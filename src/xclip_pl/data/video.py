@@ -9,7 +9,7 @@ This port computes the target *timestamps* of the kept frames first, then decode
 only up to the last of them and converts to RGB only the frames it keeps. Timestamps (not
 ``index / frame_rate``) make it correct for variable-frame-rate video. Packets of non-reference
 frames (most B-frames) that lie before the next target are not decoded at all: no other frame is
-predicted from them, so the kept frames are the same bytes as with a full decode (``SKIP_NONREF``).
+predicted from them, so the kept frames are the same bytes as with a full decode (``skip_nonref``).
 
 Two switches reproduce the reference where it differs from this default:
 
@@ -33,10 +33,6 @@ FrameSampling = Literal["uniform", "head", "tail"]
 FrameTimes = Literal["timestamps", "reference"]
 ColorMatrix = Literal["tagged", "bt601"]
 
-DECODE_THREADS = 1  # per decode; DataLoader workers already run in parallel
-#: Skip decoding non-reference frames before the next target (same output; ~30 % less H.264 work on
-#: x264-encoded clips with B-frames). False decodes every frame up to the last target.
-SKIP_NONREF = True
 _TIME_EPS = 1e-6
 
 
@@ -241,15 +237,15 @@ def _packet_time(packet: av.Packet, stream: av.VideoStream, origin: float | None
 
 def _decode_once(
     path: Path, max_frames: int, image_size: int, fps: float, sampling: FrameSampling,
-    start: float | None, end: float | None, color_matrix: ColorMatrix, known_duration: float | None,
-    skip_nonref: bool = False,
+    start: float | None, end: float | None, color_matrix: ColorMatrix, decode_threads: int,
+    known_duration: float | None, skip_nonref: bool = False,
 ) -> list[np.ndarray]:
     """One pass: open, work out the targets, decode them. ``known_duration`` overrides the header."""
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise VideoDecodeError(f"{path}: no video stream")
         stream = container.streams.video[0]
-        stream.codec_context.thread_count = DECODE_THREADS
+        stream.codec_context.thread_count = decode_threads
         timing = _stream_timing(container, stream)
         duration = known_duration if known_duration is not None else timing.duration
         if duration is None:
@@ -263,10 +259,10 @@ def _decode_once(
         return _grab_frames(container, stream, timing, targets, image_size, skip_nonref, color_matrix)
 
 
-def _decode_skipping(*args, known_duration: float | None) -> list[np.ndarray]:
-    """:func:`_decode_once` skipping non-reference frames (``SKIP_NONREF``), again without when a
+def _decode_skipping(*args, known_duration: float | None, skip_nonref: bool) -> list[np.ndarray]:
+    """:func:`_decode_once`, with ``skip_nonref`` skipping non-reference frames, again without when a
     skipped frame could have mattered."""
-    if SKIP_NONREF:
+    if skip_nonref:
         try:
             return _decode_once(*args, known_duration=known_duration, skip_nonref=True)
         except _NeedsFullDecode:
@@ -300,12 +296,18 @@ def decode_clip(
     end: float | None = None,
     frame_times: FrameTimes = "timestamps",
     color_matrix: ColorMatrix = "tagged",
+    skip_nonref: bool = True,
+    decode_threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode the reference's 1-fps frames of one video (window ``[start, end]`` seconds, inclusive).
 
     ``frame_times``: ``timestamps`` takes the frames shown at ``start + k / fps`` seconds; ``reference``
     the OpenCV loader's frame indices (``int(fps)`` frames a second, whole-second window). ``color_matrix``:
     ``tagged`` converts YUV with the stream's tagged matrix, ``bt601`` with BT.601 as OpenCV does.
+    ``skip_nonref`` (timestamps only): do not decode the packets of non-reference frames before the next
+    target (same frames; ~30 % less H.264 work on x264 clips with B-frames); False decodes every frame up to
+    the last target. ``decode_threads``: FFmpeg threads per decode (DataLoader workers already run in
+    parallel). Neither changes the frames.
 
     Returns ``frames`` uint8 [max_frames, image_size, image_size, 3] (RGB; unused slots are zeros) and
     ``frame_mask`` bool [max_frames] (True for the first n decoded slots). Raises VideoDecodeError.
@@ -314,14 +316,14 @@ def decode_clip(
     path = Path(path)
     if frame_times == "timestamps" and start is not None and end is not None and end < start:
         raise VideoDecodeError(f"{path}: window end {end} is before its start {start}")  # annotation data, not a bug
-    args = (path, max_frames, image_size, fps, sampling, start, end, color_matrix)
+    args = (path, max_frames, image_size, fps, sampling, start, end, color_matrix, decode_threads)
     try:
         if frame_times == "reference":
             from xclip_pl.data.reference_frames import decode_reference  # noqa: PLC0415 (it builds on this module)
 
             kept = decode_reference(*args)
         else:
-            kept = _decode_by_timestamps(*args)
+            kept = _decode_by_timestamps(*args, skip_nonref=skip_nonref)
     except VideoDecodeError:
         raise
     except _StreamEndedEarly as early:
@@ -337,9 +339,9 @@ def decode_clip(
     return frames, frame_mask
 
 
-def _decode_by_timestamps(*args) -> list[np.ndarray]:
+def _decode_by_timestamps(*args, skip_nonref: bool) -> list[np.ndarray]:
     """The default: target timestamps, again with the measured duration if the header's was too long."""
     try:
-        return _decode_skipping(*args, known_duration=None)
+        return _decode_skipping(*args, known_duration=None, skip_nonref=skip_nonref)
     except _StreamEndedEarly as early:
-        return _decode_skipping(*args, known_duration=early.measured_duration)
+        return _decode_skipping(*args, known_duration=early.measured_duration, skip_nonref=skip_nonref)
