@@ -11,7 +11,7 @@ date -u | tee "$OUT/env.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/env.txt"
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/env.txt"
 # 1. correctness on the GPU: the compiled Triton kernels against the torch path (and the other CUDA tests)
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_kernel.py tests/test_similarity.py 2>&1 | tail -15 | tee "$OUT/pytest.txt"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_kernel.py tests/test_similarity.py tests/test_backends.py 2>&1 | tail -15 | tee "$OUT/pytest.txt"
 # 2. launch configurations of the Triton kernels, beside the torch path in the same process
 timeout 200 python3 benchmarks/triton_sweep.py --sizes 1000x1000@12/32,4917x4917@64/64 --runs 3 2>&1 | tee "$OUT/triton_sweep.txt"
 # 3. the table: the engine with the Triton kernels against the reference loop, same run

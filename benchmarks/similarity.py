@@ -46,9 +46,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from xclip_pl.model.blocks import block_sizes, default_block_elements
 from xclip_pl.model.features import TextFeatures, VideoFeatures
-from xclip_pl.model.similarity import MultiGrainedSimilarity
+from xclip_pl.model.similarity import MultiGrainedSimilarity, block_sizes, default_block_elements
 from xclip_pl.model.temporal import TemporalTransformer, l2_normalize, masked_mean
 
 DIM = 512
@@ -213,12 +212,13 @@ def measure(job: dict) -> dict:
     temporal = make_temporal(device) if job.get("temporal") else None
     if job["kind"] == "engine":
         with torch.no_grad():
-            fused = head.uses_fused_kernel(text.word_emb, job["kernel"])
+            backend = head.backend_for(text.word_emb, job["kernel"])  # the registered backend that will run
+        fused = backend.name != "torch"
         if job.get("chunk"):
             ta = tb = job["chunk"]
         else:
             default = default_block_elements(text.word_emb, fused)  # as XCLIP.similarity
-            max_elements = default if budget is None else int(budget * 2**20) // head.bytes_per_element(dtype, fused)
+            max_elements = default if budget is None else int(budget * 2**20) // backend.bytes_per_element(dtype, head.mask_padding)
             ta, tb = block_sizes(case.texts, case.videos, case.words, case.frames, max_elements)
 
         def run():

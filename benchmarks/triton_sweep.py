@@ -22,8 +22,8 @@ import time
 import torch
 from similarity import DTYPES, LOGIT_SCALE, Case, make_head, make_inputs
 
-from xclip_pl.model import triton_kernel
-from xclip_pl.model.blocks import block_sizes, default_block_elements
+from xclip_pl.model.similarity import SIMILARITY_BACKENDS, block_sizes, default_block_elements
+from xclip_pl.model.similarity.backends import triton_kernels as triton_kernel
 
 
 def _time(fn, runs: int) -> tuple[float, torch.Tensor]:
@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         want = None
 
         def blocks(budget: str, fused: bool) -> tuple[int, int]:
+            backend = SIMILARITY_BACKENDS["triton" if fused else "torch"]
             elements = (default_block_elements(text.word_emb, fused) if budget == "default"
-                        else int(float(budget) * 2**20) // head.bytes_per_element(dtype, fused))
+                        else int(float(budget) * 2**20) // backend.bytes_per_element(dtype, head.mask_padding))
             return block_sizes(case.texts, case.videos, case.words, case.frames, elements)
 
         with torch.no_grad():

@@ -3,17 +3,18 @@ import math
 
 import pytest
 import torch
+from helpers_cpu_kernel import require_cpu_kernel
 from helpers_model import random_features
 from test_similarity import make_head, naive_pair
 
-from xclip_pl.model import cpu_kernel
 from xclip_pl.model.features import TextFeatures, VideoFeatures
+from xclip_pl.model.similarity.backends import cpu_extension
 
 
 @pytest.fixture(scope="module")
-def kernel_module(cpu_kernel_module):
-    """The built kernel; a build failure fails on CI or with a compiler, else skips (conftest.require_cpu_kernel)."""
-    return cpu_kernel_module
+def kernel_module():
+    """The built kernel; a build failure fails on CI or with a compiler, else skips (helpers_cpu_kernel)."""
+    return require_cpu_kernel()
 
 
 def _scaled(text: TextFeatures, video: VideoFeatures, factor: float) -> tuple[TextFeatures, VideoFeatures]:
@@ -102,15 +103,15 @@ def test_auto_falls_back_to_torch_when_the_kernel_cannot_be_built(monkeypatch):
     def broken_build(**kwargs):
         raise RuntimeError("Ninja is required to load C++ extensions")
 
-    monkeypatch.setattr(cpu_kernel, "_state", {})
+    monkeypatch.setattr(cpu_extension, "_state", {})
     monkeypatch.setattr("torch.utils.cpp_extension.load", broken_build)
-    assert cpu_kernel.load() is None
-    assert "Ninja is required" in cpu_kernel.build_error()
+    assert cpu_extension.load() is None
+    assert "Ninja is required" in cpu_extension.build_error()
     head = make_head(6, 4, 8, mask_padding=False).float()
     text, video = random_features(3, 4, 6, 4, 8)
     scale = torch.tensor(0.0)
     with torch.no_grad():
-        assert not head.uses_fused_kernel(text.word_emb)
+        assert head.backend_for(text.word_emb).name == "torch"
         torch.testing.assert_close(head.blockwise(text, video, scale, 2, 2), head.blockwise(text, video, scale, 2, 2, kernel="torch"))
         with pytest.raises(RuntimeError, match="could not be built.*Ninja is required"):
             head.blockwise(text, video, scale, 2, 2, kernel="fused")
@@ -133,11 +134,11 @@ def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatc
     import time
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    for name, age, kept in [("stale", cpu_kernel.STALE_LOCK_S + 60, False), ("building", 5, True)]:
+    for name, age, kept in [("stale", cpu_extension.STALE_LOCK_S + 60, False), ("building", 5, True)]:
         lock = tmp_path / name / "lock"
         lock.parent.mkdir()
         lock.touch()
         past = time.time() - age
         os.utime(lock, (past, past))
-        cpu_kernel._clear_stale_lock(name)
+        cpu_extension._clear_stale_lock(name)
         assert lock.exists() == kept, name

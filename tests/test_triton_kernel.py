@@ -16,22 +16,23 @@ pytest.importorskip("triton")
 
 @pytest.fixture(scope="module")
 def interpreted():
-    """:mod:`xclip_pl.model.triton_kernel`, its kernels run by Triton's interpreter on CPU tensors
+    """:mod:`xclip_pl.model.similarity.backends.triton_kernels`, its kernels run by Triton's interpreter on CPU tensors
     (conftest sets ``TRITON_INTERPRET=1`` on machines without a GPU, before triton is imported)."""
     if torch.cuda.is_available():
         pytest.skip("these tests run the kernels on CPU tensors in Triton's interpreter; GPU checks: benchmarks/")
-    from xclip_pl.model import triton_kernel
+    from xclip_pl.model.similarity.backends import triton_kernels
 
-    return triton_kernel
+    return triton_kernels
 
 
 def _run_triton(monkeypatch, module, head, text, video, scale, ta, tb):
-    """``blockwise(kernel="fused")`` routed to the (interpreted) Triton kernels on CPU tensors."""
-    import xclip_pl.model.similarity as similarity
+    """The tiling loop with the ``triton`` backend chosen by name (``kernel="fused"`` picks it on CUDA
+    only), its (interpreted) kernels run on CPU tensors."""
+    from xclip_pl.model.similarity import SIMILARITY_BACKENDS, tiled_logits
 
-    monkeypatch.setattr(similarity, "select_kernel", lambda kernel, like, fast: module)
+    head.check_shapes(text, video)
     with torch.no_grad():
-        return head.blockwise(text, video, scale, ta, tb, kernel="fused")
+        return tiled_logits(head, text, video, scale, ta, tb, SIMILARITY_BACKENDS["triton"])
 
 
 @pytest.mark.parametrize("mask_padding", [False, True])
@@ -113,7 +114,7 @@ def compile_reports():
     """:func:`compile_for_gpu` for every case, in a subprocess without ``TRITON_INTERPRET`` (the
     compiler needs the real kernels, not the interpreter's)."""
     pytest.importorskip("triton.backends.nvidia")
-    code = ("import json, sys, torch; from xclip_pl.model.triton_kernel import compile_for_gpu; "
+    code = ("import json, sys, torch; from xclip_pl.model.similarity.backends.triton_kernels import compile_for_gpu; "
             "print(json.dumps([compile_for_gpu(w, f, 1000, getattr(torch, d), capability=90) "
             "for w, f, d in json.loads(sys.argv[1])]))")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -1,5 +1,5 @@
 """Triton kernels for X-CLIP's AOSM reductions on the GPU (no autograd): the GPU counterpart of the C++
-CPU kernel (``kernels/aosm_cpu.cpp``), with the same maths as :mod:`.similarity`'s torch path:
+CPU kernel (``kernels/aosm_cpu.cpp``), with the same maths as the torch reference (:mod:`.torch_reference`):
 
     aosm(x) = sum_i softmax(x)_i (W x)_i = sum_j x_j (e @ W)_j / sum_i e_i,   e_i = exp(x_i - max x)
 
@@ -13,9 +13,9 @@ exact fp32 (``input_precision="ieee"``) for fp32 features.
   with a coefficient into an ``[A, B]`` output: the video-word and sentence-frame terms and both
   level-2 reductions of the frame-word term.
 
-This module, and Triton with it, is imported only when ``kernel="fused"`` runs on CUDA features. Tests
-run these kernels on CPU tensors in Triton's interpreter (``TRITON_INTERPRET=1`` set before triton is
-first imported).
+This module, and Triton with it, is imported only by the ``triton`` backend (:mod:`.triton`), which
+``kernel="fused"`` selects on CUDA features. Tests run these kernels on CPU tensors in Triton's
+interpreter (``TRITON_INTERPRET=1`` set before triton is first imported).
 """
 from __future__ import annotations
 
@@ -232,7 +232,7 @@ _TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "
 
 def compile_for_gpu(words: int, frames: int, videos: int, dtype: torch.dtype, capability: int = 90,
                     masks: bool = True, mixes: bool = True) -> dict[str, dict[str, int]]:
-    """Compile (ahead of time, no GPU needed) the kernels that :func:`xclip_pl.model.fused.triton_blockwise`
+    """Compile (ahead of time, no GPU needed) the kernels that :class:`~.triton.TritonBackend`
     launches for these shapes for an NVIDIA GPU of compute ``capability`` (90 = H100/H200); returns each
     kernel's registers per thread, spilled bytes (``local``), shared memory and warps, read from the cubin.
     Raises the compiler's error where a kernel does not compile."""
