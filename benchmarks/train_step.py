@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from xclip_pl.model.xclip import XCLIP
 from xclip_pl.module import XCLIPRetrieval
 from xclip_pl.train.loss import symmetric_infonce
 
@@ -39,7 +40,7 @@ def step(module: XCLIPRetrieval, batch: dict, optimizer, dtype) -> None:
 
 def run(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = XCLIPRetrieval(clip=args.clip, max_words=args.words, max_frames=args.frames).to(device)
+    module = XCLIPRetrieval(XCLIP(args.clip, max_words=args.words, max_frames=args.frames)).to(device)
     if args.checkpointing:
         module.model.towers.clip.gradient_checkpointing_enable({"use_reentrant": False})
     size = module.image_size

@@ -1,8 +1,21 @@
 """Small builders shared by the model tests."""
+import inspect
+
 import torch
 
 from xclip_pl import XCLIP
 from xclip_pl.model.features import TextFeatures, VideoFeatures
+
+XCLIP_ARGS = frozenset(inspect.signature(XCLIP.__init__).parameters) - {"self"}
+
+
+def make_module(**kwargs):
+    """``XCLIPRetrieval(XCLIP(**network), **rest)``: the keyword arguments of :class:`XCLIP` (clip, max_words,
+    temporal_layers, clip_dtype, freeze_layers, ...) build the network, the others go to the module."""
+    from xclip_pl.module import XCLIPRetrieval  # noqa: PLC0415
+
+    network = {k: kwargs.pop(k) for k in list(kwargs) if k in XCLIP_ARGS}
+    return XCLIPRetrieval(XCLIP(**network), **kwargs)
 
 
 def random_ids(n: int, words: int, lengths: list[int], vocab: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:

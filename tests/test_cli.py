@@ -23,7 +23,7 @@ def tiny_config(tmp: Path, data_root: Path) -> Path:
                     "default_root_dir": str(tmp / "runs"),
                     "logger": {"class_path": "xclip_pl.loggers.XCLIPWandbLogger",
                                "init_args": {"save_dir": str(tmp / "runs"), "offline": True}}},
-        "model": {"clip": "tiny", "temporal_layers": 1, "lr": 1e-3},
+        "model": {"model": {"class_path": "xclip_pl.model.xclip.XCLIP", "init_args": {"clip": "tiny", "temporal_layers": 1}}, "lr": 1e-3},
         "data": {"class_path": "datamodules.synthetic.SyntheticDataModule",
                  "init_args": {"root": str(data_root), "num_train": 12, "num_test": 6, "max_words": 16, "max_frames": 3,
                                "image_size": 32, "batch_size": 4, "eval_batch_size": 4, "num_workers": 0}},
@@ -69,32 +69,58 @@ def test_print_config_of_the_paper_recipe_is_complete():
                           "--print_config"], capture_output=True, text=True, cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"})
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(out.stdout)
-    assert config["model"]["clip"] == "openai/clip-vit-base-patch32"
+    assert config["model"]["model"]["class_path"] == "xclip_pl.model.xclip.XCLIP"
+    assert config["model"]["model"]["init_args"]["clip"] == "openai/clip-vit-base-patch32"
+    assert config["model"]["optimizer"]["class_path"] == "xclip_pl.train.bertadam.BertAdam"
+    assert config["model"]["scheduler"]["class_path"] == "xclip_pl.train.schedules.ReferenceWarmupCosine"
     assert config["data"]["class_path"] == "datamodules.msrvtt.MSRVTTDataModule"
     assert config["data"]["init_args"]["max_words"] == 32 and config["data"]["init_args"]["max_frames"] == 12
     assert {"trainer", "model", "data", "checkpoint", "seed_everything"} <= config.keys()
 
 
+def _help(*args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "xclip_pl.cli", "fit", *args], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_help_explains_every_argument():
     import inspect
 
+    from xclip_pl.model.xclip import XCLIP
     from xclip_pl.module import XCLIPRetrieval
 
-    out = subprocess.run([sys.executable, "-m", "xclip_pl.cli", "fit", "--help"], capture_output=True, text=True, cwd=REPO,
-                         env={**os.environ, "COLUMNS": "200"})
-    assert out.returncode == 0, out.stderr
-    linked = {"max_words", "max_frames"}  # set from data.* (LightningCLI hides link targets)
+    module_help = _help("--help")
     for name in inspect.signature(XCLIPRetrieval.__init__).parameters:
-        if name not in {"self"} | linked:
-            assert f"--model.{name} " in out.stdout, name
-    assert "--checkpoint.ties " in out.stdout and "later" in out.stdout
-    doc = XCLIPRetrieval.__doc__
-    assert "AOSM softmax temperature" in doc and "AOSM softmax temperature" in out.stdout
-    data_help = subprocess.run([sys.executable, "-m", "xclip_pl.cli", "fit", "--data.help", "datamodules.msrvtt.MSRVTTDataModule"],
-                               capture_output=True, text=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
-    assert data_help.returncode == 0, data_help.stderr
+        if name != "self":
+            assert f"--model.{name} " in module_help, name
+    assert "--checkpoint.ties " in module_help and "later" in module_help
+    network_help = _help("--model.model.help", "xclip_pl.model.xclip.XCLIP")  # the class-typed network's arguments
+    for name in inspect.signature(XCLIP.__init__).parameters:
+        if name != "self":
+            assert f"--model.model.{name} " in network_help, name
+    assert "AOSM softmax temperature" in XCLIP.__doc__ and "AOSM softmax temperature" in network_help
+    # optimizer and scheduler classes: their own arguments; lr / weight decay come from the groups, total_steps from the run
+    optimizer_help = _help("--model.optimizer.help", "xclip_pl.train.bertadam.BertAdam")
+    for name in ("betas", "eps", "max_grad_norm"):
+        assert f"--model.optimizer.{name} " in optimizer_help, name
+    assert "--model.optimizer.lr " not in optimizer_help and "--model.optimizer.weight_decay " not in optimizer_help
+    for scheduler in ("xclip_pl.train.schedules.WarmupCosine", "xclip_pl.train.schedules.ReferenceWarmupCosine"):
+        assert "--model.scheduler.warmup_ratio " in _help("--model.scheduler.help", scheduler), scheduler
+    data_help = _help("--data.help", "datamodules.msrvtt.MSRVTTDataModule")
     for name in ("root", "max_words", "max_frames", "fps", "frame_sampling", "batch_size", "train_csv", "video_dir"):
-        assert f"--data.{name} " in data_help.stdout, name
+        assert f"--data.{name} " in data_help, name
+
+
+def test_max_words_and_max_frames_are_linked_into_the_network(tmp_path):
+    config = tiny_config(tmp_path, tmp_path / "unused")  # nothing is read: the classes are only built
+    text = yaml.safe_load(config.read_text())
+    text["trainer"]["logger"] = False
+    config.write_text(yaml.safe_dump(text))
+    cli = build_cli(["--config", str(config), "--data.init_args.max_words", "12", "--data.init_args.max_frames", "5"], run=False)
+    assert cli.model.model.max_words == 12 and cli.model.model.max_frames == 5
+    assert cli.model.hparams["model"]["init_args"]["max_words"] == 12
 
 
 def test_checkpoint_ties_is_set_from_the_config(tmp_path):

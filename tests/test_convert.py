@@ -43,7 +43,7 @@ def setup_files(tmp_path_factory):
 
 def run_test_cli(tmp: Path, ckpt: Path, words: int = WORDS) -> dict[str, float]:
     config = {"trainer": {"accelerator": "cpu", "logger": False, "enable_progress_bar": False, "default_root_dir": str(tmp / "run")},
-              "model": {"clip": "tiny"},
+              "model": {"model": {"class_path": "xclip_pl.model.xclip.XCLIP", "init_args": {"clip": "tiny"}}},
               "data": {"class_path": "datamodules.synthetic.SyntheticDataModule", "init_args": {**data_args(tmp / "data"), "max_words": words}}}
     path = tmp / "test.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -59,7 +59,7 @@ def test_convert_then_cli_test_equals_python_loading(setup_files):
     ckpt = tmp / "moved" / "xclip.ckpt"
     from_cli = run_test_cli(tmp, ckpt)  # the tokenizer comes from clip/ beside the checkpoint
 
-    module = XCLIPRetrieval(official_checkpoint=str(reference), max_words=WORDS, max_frames=FRAMES)
+    module = XCLIPRetrieval(XCLIP(official_checkpoint=str(reference), max_words=WORDS, max_frames=FRAMES))
     datamodule = SyntheticDataModule(**data_args(tmp / "data"), tokenizer=str(tokenizer_dir))
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=str(tmp / "py"))
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -86,7 +86,7 @@ def test_converted_checkpoint_loads_after_its_directory_moves(setup_files, monke
 
     monkeypatch.setattr(CLIPModel, "from_pretrained", refuse)
     loaded = XCLIPRetrieval.load_from_checkpoint(tmp / "elsewhere" / "xclip.ckpt", map_location="cpu")
-    expected = XCLIPRetrieval(official_checkpoint=str(reference), max_words=WORDS, max_frames=FRAMES).state_dict()
+    expected = XCLIPRetrieval(XCLIP(official_checkpoint=str(reference), max_words=WORDS, max_frames=FRAMES)).state_dict()
     state = loaded.state_dict()
     assert state.keys() == expected.keys()
     for key, value in expected.items():

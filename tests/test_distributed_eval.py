@@ -9,9 +9,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from helpers_media import write_video
+from helpers_model import make_module
 
 from datamodules.folder import FolderDataModule
-from xclip_pl.module import XCLIPRetrieval
 
 CAPTIONS_PER_VIDEO = [5, 4, 3, 3, 3, 3, 2]  # 7 videos, 23 captions
 
@@ -33,7 +33,7 @@ def root(tmp_path_factory) -> Path:
 
 def validate(root: Path, tmp: Path, devices: int) -> dict[str, float]:
     torch.manual_seed(0)
-    module = XCLIPRetrieval(clip="tiny", max_words=16, max_frames=3, temporal_layers=1)
+    module = make_module(clip="tiny", max_words=16, max_frames=3, temporal_layers=1)
     datamodule = FolderDataModule(root=str(root), annotations="captions.csv", max_words=16, max_frames=3,
                                   image_size=32, batch_size=2, eval_batch_size=2, num_workers=0,
                                   tokenizer_dir=str(tmp / "tok"))

@@ -63,3 +63,37 @@ def test_fidelity_md_cites_tests_by_name():
     """A bare file (``test_similarity.py``) says nothing about which test checks the row: name the test."""
     bare = [file for file, name in cited_tests(FIDELITY.read_text(encoding="utf-8")) if name is None]
     assert bare == []
+
+
+ARCHITECTURE = TESTS.parent / "docs" / "architecture.md"
+SRC = TESTS.parent / "src" / "xclip_pl"
+
+
+def module_test_table(markdown: str) -> dict[str, list[str]]:
+    """``module path -> test files`` from the "Where each module is tested" table of docs/architecture.md."""
+    rows = re.findall(r"^\| `([^`]+\.py)` \| (.+) \|$", markdown, flags=re.M)
+    return {module: re.findall(r"`tests/(test_\w+\.py)`", tests) for module, tests in rows}
+
+
+def modules_with_code() -> list[str]:
+    """Every module of the package, relative to src/xclip_pl; ``__init__.py`` files only when they hold code."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name == "__init__.py" and not any(isinstance(n, (ast.FunctionDef, ast.ClassDef))
+                                                  for n in ast.parse(path.read_text()).body):
+            continue
+        found.append(path.relative_to(SRC).as_posix())
+    return found
+
+
+def test_every_module_has_a_test_file():
+    table = module_test_table(ARCHITECTURE.read_text(encoding="utf-8"))
+    assert [m for m in modules_with_code() if m not in table] == []
+    assert [m for m in table if not m.startswith("datamodules/") and not (SRC / m).is_file()] == []
+    missing = sorted({t for tests in table.values() for t in tests if not (TESTS / t).is_file()})
+    assert missing == [] and all(table.values())
+
+
+def test_module_table_parser():
+    table = module_test_table("| module | tests |\n|---|---|\n| `a/b.py` | `tests/test_b.py`, `tests/test_c.py` |\n")
+    assert table == {"a/b.py": ["test_b.py", "test_c.py"]}

@@ -1,14 +1,14 @@
-"""Retrieval examples for W&B: the top videos of the first captions, as a table of frame strips."""
+"""RetrievalExamples: the top videos of the first captions, logged to W&B as images of frame strips."""
 from __future__ import annotations
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from helpers_model import make_module
 from pytorch_lightning.loggers import WandbLogger
 
 from datamodules.synthetic import SyntheticDataModule
-from xclip_pl.callbacks.examples import frame_strip, stack_strips, top_retrievals
-from xclip_pl.module import XCLIPRetrieval
+from xclip_pl.callbacks.examples import RetrievalExamples, frame_strip, stack_strips, top_retrievals
 
 
 def test_top_retrievals_follow_caption_order():
@@ -37,15 +37,26 @@ def test_stack_strips():
     assert (out[:4, :8] == 0).all() and (out[4:6] == 255).all() and (out[6:] == 1).all() and (out[:4, 8:] == 255).all()
 
 
-def test_test_run_logs_example_images(tmp_path, monkeypatch):
+def synthetic(tmp_path) -> SyntheticDataModule:
     datamodule = SyntheticDataModule(root=str(tmp_path / "data"), num_train=12, num_test=6, max_words=16, max_frames=3,
                                      image_size=32, batch_size=4, eval_batch_size=4, num_workers=0)
     datamodule.prepare_data()
-    module = XCLIPRetrieval(clip="tiny", max_words=16, max_frames=3, temporal_layers=1, log_examples=4)
+    return datamodule
+
+
+def recording_wandb(tmp_path, monkeypatch) -> tuple[WandbLogger, list]:
     logger = WandbLogger(save_dir=str(tmp_path), offline=True, mode="disabled")
     logged = []
     monkeypatch.setattr(logger, "log_image", lambda key, images, caption: logged.append((key, images, caption)))
-    trainer = pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, default_root_dir=str(tmp_path))
+    return logger, logged
+
+
+def test_test_run_logs_example_images(tmp_path, monkeypatch):
+    datamodule = synthetic(tmp_path)
+    module = make_module(clip="tiny", max_words=16, max_frames=3, temporal_layers=1)
+    logger, logged = recording_wandb(tmp_path, monkeypatch)
+    trainer = pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, default_root_dir=str(tmp_path),
+                         callbacks=[RetrievalExamples(num_examples=4)])
     trainer.test(module, datamodule=datamodule, verbose=False)
     assert len(logged) == 1
     key, images, captions = logged[0]
@@ -55,3 +66,28 @@ def test_test_run_logs_example_images(tmp_path, monkeypatch):
         assert image.dtype == np.uint8 and image.shape[0] == 4 * 64 + 3 * 4  # right video + top 3, 64-pixel strips
         assert text.startswith(f'"{caption}"') and datamodule.eval_video_id("test", video_index) in text
         assert text.count(", right)") <= 1
+
+
+def test_validation_logs_val_examples_and_the_default_is_eight(tmp_path, monkeypatch):
+    datamodule = synthetic(tmp_path)
+    module = make_module(clip="tiny", max_words=16, max_frames=3, temporal_layers=1)
+    logger, logged = recording_wandb(tmp_path, monkeypatch)
+    trainer = pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, default_root_dir=str(tmp_path),
+                         callbacks=[RetrievalExamples()])
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    assert [(key, len(images)) for key, images, _ in logged] == [("val/examples", 6)]  # 8 asked, 6 captions
+
+
+def test_no_images_without_the_callback_with_zero_examples_or_without_wandb(tmp_path, monkeypatch):
+    datamodule = synthetic(tmp_path)
+    module = make_module(clip="tiny", max_words=16, max_frames=3, temporal_layers=1)
+    for callbacks in ([], [RetrievalExamples(num_examples=0)]):
+        logger, logged = recording_wandb(tmp_path, monkeypatch)
+        trainer = pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False,
+                             default_root_dir=str(tmp_path), callbacks=callbacks)
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        assert logged == [], callbacks
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path),
+                         callbacks=[RetrievalExamples(num_examples=4)])
+    trainer.test(module, datamodule=datamodule, verbose=False)  # no W&B logger: nothing to log to, no error
+    assert "test/t2v/R@1" in trainer.callback_metrics

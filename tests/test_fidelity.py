@@ -1,5 +1,5 @@
-"""The reference recipe pieces: freezing, pure fp16 towers, BertAdam, schedule, parameter groups, local-slice gather."""
-import math
+"""The reference recipe pieces: freezing, pure fp16 towers, parameter groups, local-slice gather (BertAdam:
+test_bertadam.py; the schedules: test_schedules.py)."""
 import os
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from helpers_model import free_port, random_ids, random_video, seeded_case
+from helpers_model import free_port, make_module, random_ids, random_video, seeded_case
 from torch import nn
 from transformers import CLIPModel
 
@@ -15,8 +15,6 @@ from xclip_pl import XCLIP
 from xclip_pl.model.freezing import freeze_clip_layers
 from xclip_pl.model.precision import FP32LayerNorm, cast_towers_fp16
 from xclip_pl.model.presets import preset_config
-from xclip_pl.module import XCLIPRetrieval
-from xclip_pl.train.bertadam import BertAdam
 from xclip_pl.train.distributed import (
     all_gather_local_grad,
     feature_gather,
@@ -25,7 +23,6 @@ from xclip_pl.train.distributed import (
 )
 from xclip_pl.train.loss import contrastive_loss
 from xclip_pl.train.optim import parameter_groups, reference_parameter_groups
-from xclip_pl.train.schedules import reference_warmup_cosine
 
 EMBEDDING_STAGE = {
     "text_model.embeddings.token_embedding.weight", "text_model.embeddings.position_embedding.weight",
@@ -122,91 +119,6 @@ def test_xclip_runs_with_pure_fp16_towers():
     logits = model(ids, mask, pixels, frame_mask)
     assert logits.dtype == torch.float32 and logits.shape == (3, 2) and logits.isfinite().all()
     assert model.temporal.blocks[0].mlp.fc1.weight.dtype == torch.float32  # the head stays fp32
-
-
-# ------------------------------------------------------------------------------------------- BertAdam
-def reference_update(p, m, v, g, lr, wd, b1=0.9, b2=0.98, eps=1e-6, max_norm=1.0):
-    """The CLIP4Clip BertAdam rule in plain tensor ops (per-tensor clip, no bias correction, decoupled decay)."""
-    coef = max_norm / (g.norm() + 1e-6)
-    g = g * coef if coef < 1 else g
-    m = b1 * m + (1 - b1) * g
-    v = b2 * v + (1 - b2) * g * g
-    update = m / (v.sqrt() + eps) + wd * p
-    return p - lr * update, m, v
-
-
-@pytest.mark.parametrize("steps", [1, 5])
-def test_bertadam_equals_the_reference_rule(steps):
-    torch.manual_seed(0)
-    params = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3)), nn.Parameter(torch.randn(2, 2))]
-    groups = [{"params": params[:2], "lr": 0.01, "weight_decay": 0.2}, {"params": params[2:], "lr": 0.03, "weight_decay": 0.0}]
-    hyper = [(0.01, 0.2), (0.01, 0.2), (0.03, 0.0)]
-    opt = BertAdam(groups)
-    expected = [(p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p)) for p in params]
-    for t in range(steps):
-        grads = [torch.randn_like(p) * (3.0 if i == 0 else 0.1) * (t + 1) for i, p in enumerate(params)]  # clipped / not
-        for p, g in zip(params, grads):
-            p.grad = g.clone()
-        opt.step()
-        expected = [reference_update(*state, g, *h) for state, g, h in zip(expected, grads, hyper)]
-    for p, (ref_p, ref_m, ref_v) in zip(params, expected):
-        torch.testing.assert_close(p.detach(), ref_p, rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(opt.state[p]["next_m"], ref_m, rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(opt.state[p]["next_v"], ref_v, rtol=1e-6, atol=1e-9)
-        assert opt.state[p]["step"] == steps
-
-
-def test_bertadam_first_step_has_no_bias_correction_and_skips_missing_grads():
-    p, frozen = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.ones(2))
-    opt = BertAdam([p, frozen], lr=0.1, weight_decay=0.0)
-    p.grad = torch.tensor([0.5, -0.2, 0.01])
-    opt.step()
-    # m = 0.1 g, v = 0.02 g^2: the step is lr * 0.1 / sqrt(0.02) = lr * 0.7071 per element (AdamW: lr * 1)
-    g = torch.tensor([0.5, -0.2, 0.01])
-    torch.testing.assert_close(p.detach(), -0.1 * 0.1 * g / (math.sqrt(0.02) * g.abs() + 1e-6), rtol=1e-5, atol=1e-7)
-    assert p.detach().abs().max() == pytest.approx(0.1 / math.sqrt(0.02) * 0.1, rel=1e-4)
-    assert torch.equal(frozen.detach(), torch.ones(2)) and frozen not in opt.state
-
-
-def test_bertadam_state_follows_the_parameter_dtype_and_closure():
-    torch.manual_seed(0)
-    half, full = nn.Parameter(torch.randn(8, 4).half()), nn.Parameter(torch.randn(4))
-    opt = BertAdam([half, full], lr=1e-3)
-
-    def closure():
-        opt.zero_grad()
-        loss = (half.float().sum(0) * full).square().sum()
-        loss.backward()
-        return loss
-
-    loss = opt.step(closure)
-    assert torch.is_tensor(loss) and loss.ndim == 0 and loss.item() > 0  # the closure's loss is returned
-    assert half.dtype == opt.state[half]["next_m"].dtype == opt.state[half]["next_v"].dtype == torch.float16
-    assert opt.state[full]["next_m"].dtype == torch.float32
-    assert half.isfinite().all()
-    restored = BertAdam([half, full], lr=1e-3)
-    restored.load_state_dict(opt.state_dict())
-    assert restored.state[half]["next_v"].dtype == torch.float16 and restored.state[half]["step"] == 1
-
-
-# ------------------------------------------------------------------------------------------- schedule
-def test_reference_schedule_values():
-    f = reference_warmup_cosine(1000, 0.1)
-    assert f(0) == 0.0 and f(50) == pytest.approx(0.5) and f(99) == pytest.approx(0.99)
-    assert f(100) == pytest.approx(0.5 * (1 + math.cos(0.1 * math.pi))) == pytest.approx(0.97553, abs=1e-5)  # the jump
-    assert f(500) == pytest.approx(0.5) and f(1000) == pytest.approx(0.0, abs=1e-12) and f(1200) == pytest.approx(0.0, abs=1e-12)
-    with pytest.raises(ValueError, match="total_steps"):
-        reference_warmup_cosine(0, 0.1)
-
-
-def test_first_update_has_lr_zero_with_lambdalr():
-    p = nn.Parameter(torch.ones(3))
-    opt = BertAdam([p], lr=0.1, weight_decay=0.2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, reference_warmup_cosine(10, 0.5))
-    p.grad = torch.ones(3)
-    opt.step()
-    sched.step()
-    assert torch.equal(p.detach(), torch.ones(3)) and opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.2)
 
 
 # ------------------------------------------------------------------------------------ parameter groups
@@ -313,7 +225,7 @@ def test_gather_grad_devices_in_one_process_scales_encoder_gradients():
 
 def test_gather_grad_devices_needs_local_slice():
     with pytest.raises(ValueError, match="gather_grad_devices=4 applies to model.gather_grad: local_slice"):
-        XCLIPRetrieval(clip="tiny", gather_grad_devices=4)
+        make_module(clip="tiny", gather_grad_devices=4)
 
 
 def test_local_gather_is_identity_in_one_process():

@@ -24,7 +24,7 @@ def tiny_config(tmp: Path, format: str, root: Path) -> Path:
         "seed_everything": 0,
         "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
                     "enable_model_summary": False, "default_root_dir": str(tmp / "runs")},
-        "model": {"clip": "tiny", "temporal_layers": 1},
+        "model": {"model": {"class_path": "xclip_pl.model.xclip.XCLIP", "init_args": {"clip": "tiny", "temporal_layers": 1}}},
         "data": {"class_path": DATAMODULES[format],
                  "init_args": {"root": str(root), "max_words": 16, "max_frames": 3, "image_size": 32,
                                "batch_size": 2, "eval_batch_size": 4, "num_workers": 0,

@@ -112,14 +112,13 @@ def masked_infonce_by_loops(logits: torch.Tensor, video_ids: list[int]) -> float
 def test_module_switch_masks_same_video_pairs():
     """``model.false_negative_mask`` hands the batch's ``video_index`` to the loss, which leaves the other
     pairs of a pair's video out of both of its softmaxes (checked against a per-pair loop)."""
+    from helpers_model import make_module
     from test_reference_step import batches
-
-    from xclip_pl.module import XCLIPRetrieval
 
     batch = batches(1)[0]
     batch["video_index"] = torch.tensor([5, 1, 5, 2])  # pairs 0 and 2: two captions of video 5
-    module = XCLIPRetrieval(clip="tiny", max_words=batch["input_ids"].shape[1], max_frames=batch["frame_mask"].shape[1],
-                            temporal_layers=1, false_negative_mask=True)
+    module = make_module(clip="tiny", max_words=batch["input_ids"].shape[1], max_frames=batch["frame_mask"].shape[1],
+                         temporal_layers=1, false_negative_mask=True)
     with torch.no_grad():
         masked = module.training_step(batch, 0)
         logits = module.model.similarity(module.encode_text_batch(batch), module.encode_video_batch(batch))

@@ -109,43 +109,38 @@ def _no_pretrained(monkeypatch):
 
 
 def test_official_checkpoint_sizes_come_from_the_checkpoint(model, tmp_path, monkeypatch):
-    from xclip_pl.module import XCLIPRetrieval
-
     _no_pretrained(monkeypatch)
     path = _official_file(model, tmp_path)
     expected = model.state_dict()
     for explicit in ({}, {"clip": "tiny", "temporal_layers": 4}):  # nothing given, or sizes that agree
-        module = XCLIPRetrieval(official_checkpoint=str(path), max_words=WORDS, max_frames=FRAMES, **explicit)
-        state = module.model.state_dict()
+        network = XCLIP(official_checkpoint=str(path), max_words=WORDS, max_frames=FRAMES, **explicit)
+        state = network.state_dict()
         assert state.keys() == expected.keys()
         for key, value in expected.items():
             torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
 
 
 def test_official_checkpoint_conflicting_arguments_are_clear_errors(model, tmp_path, monkeypatch):
-    from xclip_pl.module import XCLIPRetrieval
-
     _no_pretrained(monkeypatch)
     path = str(_official_file(model, tmp_path))
     sizes = dict(official_checkpoint=path, max_words=WORDS, max_frames=FRAMES)
     # "small" is 128 wide with 64 px frames; the checkpoint's CLIP is "tiny": 64 wide, 32 px
-    with pytest.raises(ValueError, match=r"model.clip='small'.*text.hidden_size=128.*checkpoint.*text.hidden_size=64"):
-        XCLIPRetrieval(clip="small", **sizes)
-    with pytest.raises(ValueError, match=r"model.temporal_layers=2.*checkpoint.*has 4"):
-        XCLIPRetrieval(temporal_layers=2, **sizes)
-    with pytest.raises(ValueError, match=r"model.temporal_init='clip_text'.*official_checkpoint"):
-        XCLIPRetrieval(temporal_init="clip_text", **sizes)
+    with pytest.raises(ValueError, match=r"model.model.init_args.clip='small'.*text.hidden_size=128.*checkpoint.*text.hidden_size=64"):
+        XCLIP(clip="small", **sizes)
+    with pytest.raises(ValueError, match=r"model.model.init_args.temporal_layers=2.*checkpoint.*has 4"):
+        XCLIP(temporal_layers=2, **sizes)
+    with pytest.raises(ValueError, match=r"model.model.init_args.temporal_init='clip_text'.*official_checkpoint"):
+        XCLIP(temporal_init="clip_text", **sizes)
 
 
 def test_clip_config_is_exclusive_with_clip_and_official_checkpoint(model, tmp_path):
     from xclip_pl.model.presets import preset_config
-    from xclip_pl.module import XCLIPRetrieval
 
     config = preset_config("tiny").to_diff_dict()
-    built = XCLIPRetrieval(clip_config=config, max_words=WORDS, max_frames=FRAMES, temporal_layers=1)
-    assert built.model.towers.clip.config.text_config.hidden_size == 64 and len(built.model.temporal.blocks) == 1
-    with pytest.raises(ValueError, match=r"model.clip='small' and model.clip_config"):
-        XCLIPRetrieval(clip="small", clip_config=config, max_words=WORDS, max_frames=FRAMES)
+    built = XCLIP(clip_config=config, max_words=WORDS, max_frames=FRAMES, temporal_layers=1)
+    assert built.towers.clip.config.text_config.hidden_size == 64 and len(built.temporal.blocks) == 1
+    with pytest.raises(ValueError, match=r"model.model.init_args.clip='small' and model.model.init_args.clip_config"):
+        XCLIP(clip="small", clip_config=config, max_words=WORDS, max_frames=FRAMES)
     path = _official_file(model, tmp_path)
-    with pytest.raises(ValueError, match=r"model.official_checkpoint and model.clip_config"):
-        XCLIPRetrieval(official_checkpoint=str(path), clip_config=config, max_words=WORDS, max_frames=FRAMES)
+    with pytest.raises(ValueError, match=r"model.model.init_args.official_checkpoint and model.model.init_args.clip_config"):
+        XCLIP(official_checkpoint=str(path), clip_config=config, max_words=WORDS, max_frames=FRAMES)

@@ -1,49 +1,48 @@
-"""The default (``hf``) learning-rate schedule: values against hand computations."""
+"""Parameter groups and the optimizer classes ``model.optimizer`` names: the module builds the groups of its
+``no_decay`` policy with ``lr`` / ``lr * backbone_lr_scale`` and calls the optimizer class with them."""
 from __future__ import annotations
 
-import math
+from functools import partial
 
 import pytest
 import torch
+from helpers_model import make_module
 
-from xclip_pl.train.schedules import warmup_cosine
-
-
-def test_warmup_then_renormalised_cosine_by_hand():
-    # 10 steps, warmup_ratio 0.2 -> 2 warmup steps: 0/2, 1/2; then cosine over the remaining 8 steps,
-    # 0.5 * (1 + cos(pi * (step - 2) / 8)).
-    factor = warmup_cosine(10, 0.2)
-    expected = {
-        0: 0.0,
-        1: 0.5,
-        2: 1.0,                                   # cos(0)
-        4: 0.5 * (1 + 1 / math.sqrt(2)),          # cos(pi/4) = 0.7071...: 0.85355...
-        6: 0.5,                                   # cos(pi/2) = 0
-        8: 0.5 * (1 - 1 / math.sqrt(2)),          # cos(3pi/4): 0.14644...
-        10: 0.0,                                  # cos(pi)
-        12: 0.0,                                  # past the end: stays at 0
-    }
-    for step, value in expected.items():
-        assert factor(step) == pytest.approx(value, abs=1e-12), step
+from xclip_pl.train.optim import AdamW, make_parameter_groups, parameter_groups, reference_parameter_groups
 
 
-def test_no_warmup_starts_at_the_full_learning_rate():
-    # warmup_ratio 0: step 0 is the start of the cosine (factor 1); step 5 of 10 is cos(pi/2) -> 0.5.
-    factor = warmup_cosine(10, 0.0)
-    assert factor(0) == 1.0
-    assert factor(5) == pytest.approx(0.5, abs=1e-12)
-    # through LambdaLR: the first optimiser step runs at the configured lr
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=0.1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
-    optimizer.step()
-    scheduler.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 10)))
+def _by_name(groups: list[dict]) -> dict[str, tuple]:
+    return {g["name"]: (g["lr"], g["weight_decay"], [id(p) for p in g["params"]]) for g in groups}
 
 
-def test_warmup_ratio_out_of_range_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"warmup_ratio=1.5"):
-        warmup_cosine(10, 1.5)
-    with pytest.raises(ValueError, match=r"warmup_ratio=-0.1"):
-        warmup_cosine(10, -0.1)
+@pytest.mark.parametrize("no_decay, make", [("bias", reference_parameter_groups), ("bias_norm_embedding", parameter_groups)])
+def test_make_parameter_groups_follows_the_policy(no_decay, make):
+    module = make_module(clip="tiny", max_words=8, max_frames=3, temporal_layers=1)
+    model = module.model
+    built = make_parameter_groups(model, model.towers, 1e-4, 1e-3, 0.2, no_decay)
+    assert _by_name(built) == _by_name(make(model, model.towers, 1e-4, 1e-3, 0.2))
+
+
+def test_default_optimizer_is_adamw_with_the_paper_betas_and_eps_over_the_groups():
+    module = make_module(clip="tiny", max_words=8, max_frames=3, temporal_layers=1, lr=1e-3, backbone_lr_scale=0.01,
+                         weight_decay=0.05, scheduler=None)
+    optimizer = module.configure_optimizers()
+    assert type(optimizer) is AdamW and isinstance(optimizer, torch.optim.AdamW)
+    expected = parameter_groups(module.model, module.model.towers, 1e-3, 0.01, 0.05)
+    assert _by_name(optimizer.param_groups) == _by_name(expected)
+    assert {(g["lr"], g["weight_decay"]) for g in optimizer.param_groups} == {(1e-5, 0.05), (1e-5, 0.0), (1e-3, 0.05), (1e-3, 0.0)}
+    assert all(g["betas"] == (0.9, 0.98) and g["eps"] == 1e-6 for g in optimizer.param_groups)
+    assert module.hparams["optimizer"] == {"class_path": "xclip_pl.train.optim.AdamW"}
+
+
+def test_any_torch_optimizer_gets_the_groups_and_its_init_args():
+    module = make_module(clip="tiny", max_words=8, max_frames=3, temporal_layers=1, scheduler=None,
+                         optimizer=partial(torch.optim.SGD, momentum=0.9))
+    optimizer = module.configure_optimizers()
+    assert type(optimizer) is torch.optim.SGD and all(g["momentum"] == 0.9 for g in optimizer.param_groups)
+    assert module.hparams["optimizer"] == {"class_path": "torch.optim.sgd.SGD", "init_args": {"momentum": 0.9}}
+
+
+def test_an_optimizer_a_checkpoint_cannot_record_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"model.optimizer=.*give a class or functools.partial"):
+        make_module(clip="tiny", max_words=8, max_frames=3, temporal_layers=1, optimizer=lambda params, **kw: None)

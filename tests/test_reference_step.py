@@ -2,11 +2,15 @@
 (BertAdam after a global grad-norm clip, warmup-cosine over global progress) would."""
 from __future__ import annotations
 
+from functools import partial
+
 import pytorch_lightning as pl
 import torch
+from helpers_model import make_module
 from torch.utils.data import DataLoader
 
-from xclip_pl.module import XCLIPRetrieval
+from xclip_pl.train.bertadam import BertAdam
+from xclip_pl.train.schedules import ReferenceWarmupCosine
 
 B, F, L = 4, 3, 8
 BETAS, EPS, WD, LR, SCALE = (0.9, 0.98), 1e-6, 0.2, 1e-3, 0.1
@@ -63,10 +67,10 @@ def reference_update(step: dict, after: dict, max_norm: float = 1.0) -> None:
 
 
 def test_two_reference_steps_match_a_hand_written_bertadam():
-    module = XCLIPRetrieval(clip="tiny", max_words=L, max_frames=F, temporal_layers=1, lr=LR, backbone_lr_scale=SCALE,
-                            weight_decay=WD, betas=BETAS, eps=EPS, warmup_ratio=0.1, optimizer="bertadam",
-                            lr_schedule="reference", no_decay="bias", freeze_layers=0, gather_grad="local_slice",
-                            local_loss=False)
+    module = make_module(clip="tiny", max_words=L, max_frames=F, temporal_layers=1, lr=LR, backbone_lr_scale=SCALE,
+                         weight_decay=WD, optimizer=partial(BertAdam, betas=BETAS, eps=EPS, max_grad_norm=1.0),
+                         scheduler=partial(ReferenceWarmupCosine, warmup_ratio=0.1), no_decay="bias", freeze_layers=0,
+                         gather_grad="local_slice", local_loss=False)
     recorder = Recorder()
     trainer = pl.Trainer(accelerator="cpu", max_steps=2, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])

@@ -129,9 +129,9 @@ def test_v2t_multi_caption_switch_logs_the_chosen_convention_as_v2t(tmp_path, co
 
     import pytorch_lightning as pl
     from helpers_media import write_video
+    from helpers_model import make_module
 
     from datamodules.folder import FolderDataModule
-    from xclip_pl.module import XCLIPRetrieval
 
     rows = [("train.mp4", "a train caption", "train")]
     rows += [(video, caption, "test") for video, captions in GROUPED.items() for caption in captions]
@@ -141,8 +141,7 @@ def test_v2t_multi_caption_switch_logs_the_chosen_convention_as_v2t(tmp_path, co
         write_video(tmp_path / video, num_frames=4, width=32, height=32, seed=seed)
     dm = FolderDataModule(root=str(tmp_path), max_words=8, max_frames=2, image_size=32, batch_size=1,
                           eval_batch_size=2, num_workers=0, tokenizer_dir=str(tmp_path / "tok"), tokenizer_vocab_size=600)
-    module = XCLIPRetrieval(clip="tiny", max_words=8, max_frames=2, temporal_layers=1, log_examples=0,
-                            v2t_multi_caption=convention)
+    module = make_module(clip="tiny", max_words=8, max_frames=2, temporal_layers=1, v2t_multi_caption=convention)
 
     def hand_scores(text, video, *args, **kwargs):  # the hand matrix, in the order the evaluation indexes
         videos = [dm.eval_video_id("test", j) for j in range(len(video))]

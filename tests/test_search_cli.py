@@ -16,8 +16,9 @@ from xclip_pl.tools.search_cli import search
 def test_predict_then_search(tmp_path):
     config = {"seed_everything": 0,
               "trainer": {"accelerator": "cpu", "max_epochs": 1, "logger": False, "enable_progress_bar": False,
-                          "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path / "run")},
-              "model": {"clip": "tiny", "temporal_layers": 1},
+                          "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path / "run"),
+                          "callbacks": [{"class_path": "xclip_pl.callbacks.tokenizer.TokenizerCopy"}]},
+              "model": {"model": {"class_path": "xclip_pl.model.xclip.XCLIP", "init_args": {"clip": "tiny", "temporal_layers": 1}}},
               "data": {"class_path": "datamodules.synthetic.SyntheticDataModule",
                        "init_args": {"root": str(tmp_path / "data"), "num_train": 12, "num_test": 8, "max_words": 16,
                                      "max_frames": 3, "image_size": 32, "batch_size": 4, "eval_batch_size": 4, "num_workers": 0}}}

@@ -212,3 +212,36 @@ def test_temporal_init(temporal_init):
     else:  # random matrices differ (LayerNorms and biases start at 1 and 0 either way)
         random_init = [n for n in copied if n == "frame_position" or (n.endswith(".weight") and "layer_norm" not in n)]
         assert len(random_init) == 1 + 2 * 6 and not any(copied[n] for n in random_init)
+
+
+# ------------------------------------------------------------------------------------------ constructor
+def test_constructor_defaults_and_recorded_arguments():
+    """null means the usual value (tiny CLIP, 4 temporal blocks copied from the text tower), and the arguments
+    are recorded as given: the module's hyper-parameters and checkpoints rebuild the network from them."""
+    torch.manual_seed(0)
+    model = XCLIP(max_words=8, max_frames=3)
+    assert model.towers.clip.config.text_config.hidden_size == 64 and len(model.temporal.blocks) == 4
+    two = XCLIP(max_words=8, max_frames=3, temporal_layers=2)  # tiny has 2 text blocks to copy from (clip_text)
+    assert torch.equal(two.temporal.frame_position.weight, two.towers.clip.text_model.embeddings.position_embedding.weight)
+    assert model.init_args == {"clip": None, "max_words": 8, "max_frames": 3, "temporal_layers": None,
+                               "temporal_layer_norm_eps": 1e-12, "temporal_init": None, "temperature": 0.01,
+                               "mask_padding": False, "frame_features": "clip", "text_padding_mask": False,
+                               "encode_padded_frames": True, "official_checkpoint": None, "clip_config": None,
+                               "clip_dtype": "fp32", "freeze_layers": -1}
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in model.parameters())
+
+
+def test_clip_dtype_fp16_casts_the_towers_after_the_temporal_copy_and_freeze_layers_freezes():
+    """``clip_dtype: fp16`` (reference) casts the CLIP towers once the temporal encoder holds fp32 copies of
+    the text blocks; ``freeze_layers: 0`` (reference) freezes the embedding stage only."""
+    torch.manual_seed(0)
+    model = XCLIP("tiny", max_words=8, max_frames=3, temporal_layers=1, clip_dtype="fp16", freeze_layers=0)
+    text = model.towers.clip.text_model
+    assert text.encoder.layers[0].mlp.fc1.weight.dtype == torch.float16 and model.clip_dtype == "fp16"
+    assert model.temporal.blocks[0].mlp.fc1.weight.dtype == torch.float32
+    torch.testing.assert_close(model.temporal.blocks[0].mlp.fc1.weight, text.encoder.layers[0].mlp.fc1.weight.float(),
+                               rtol=1e-3, atol=1e-3)  # copied in fp32, then the tower was rounded to fp16
+    frozen = {n for n, p in model.towers.clip.named_parameters() if not p.requires_grad}
+    assert "text_model.embeddings.token_embedding.weight" in frozen and "vision_model.pre_layrnorm.weight" in frozen
+    assert not any(n.startswith("text_model.encoder.layers.") for n in frozen)
+    assert all(p.requires_grad for p in model.temporal.parameters())

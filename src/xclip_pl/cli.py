@@ -38,21 +38,22 @@ class XCLIPCLI(LightningCLI):
         parser.add_lightning_class_args(EmbeddingWriter, "prediction_writer")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After `fit`, test the best checkpoint (by val/t2v/R@1) on the test split.")
-        parser.link_arguments("data.init_args.max_words", "model.max_words")
-        parser.link_arguments("data.init_args.max_frames", "model.max_frames")
+        parser.link_arguments("data.init_args.max_words", "model.model.init_args.max_words")
+        parser.link_arguments("data.init_args.max_frames", "model.model.init_args.max_frames")
 
     def before_instantiate_classes(self) -> None:
+        """Without ``data.init_args.tokenizer``: the tokenizer beside a converted checkpoint, or the pretrained CLIP's."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        data_args = cfg.data.init_args
-        clip = cfg.model.clip
+        data_args, network = cfg.data.init_args, cfg.model.model.init_args
+        clip = network.get("clip")
         if data_args.get("tokenizer") is not None:
             return
-        if cfg.model.get("clip_config") and cfg.get("ckpt_path"):  # a checkpoint written by `xclip-pl convert`
+        if network.get("clip_config") and cfg.get("ckpt_path"):  # a checkpoint written by `xclip-pl convert`
             data_args.tokenizer = converted_tokenizer(cfg.ckpt_path)
             if data_args.tokenizer is None:
                 raise ValueError(f"{cfg.ckpt_path} was converted without --tokenizer and data.init_args.tokenizer is unset: "
                                  "set data.init_args.tokenizer to the CLIP tokenizer directory of these weights")
-        elif clip is not None and clip not in PRESETS and not cfg.model.get("official_checkpoint"):
+        elif clip is not None and clip not in PRESETS and not network.get("official_checkpoint"):
             if is_openai_checkpoint(clip):
                 raise ValueError(tokenizer_hint(clip))
             data_args.tokenizer = clip  # a pretrained CLIP directory or hub id brings its own tokenizer
@@ -60,7 +61,8 @@ class XCLIPCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         size = self.model.image_size
         if self.datamodule.hparams.get("image_size", size) != size:
-            clip = self.model.hparams.clip or self.model.hparams.official_checkpoint or "the checkpoint's CLIP"
+            network = self.model.model.init_args
+            clip = network["clip"] or network["official_checkpoint"] or "the checkpoint's CLIP"
             raise ValueError(f"data.image_size={self.datamodule.hparams['image_size']} but the CLIP vision tower "
                              f"({clip}) expects {size}: set data.init_args.image_size={size}")
 
@@ -92,8 +94,19 @@ class XCLIPCLI(LightningCLI):
 
 
 def _import_plugins() -> None:
-    """Import the built-in datamodules and any registered plugins so class names resolve on the CLI."""
-    importlib.import_module("datamodules")
+    """Import the built-in datamodules and any registered plugins so class names resolve on the CLI.
+
+    ``datamodules`` is a generic name: if the package that ``import datamodules`` finds is not xclip-pl's
+    (its ``__xclip_pl__`` marker is missing), stop with an error naming that package's location."""
+    package = importlib.import_module("datamodules")
+    if not getattr(package, "__xclip_pl__", False):
+        where = getattr(package, "__file__", None) or ", ".join(getattr(package, "__path__", [])) or repr(package)
+        raise ImportError(
+            f"`import datamodules` finds another package than xclip-pl's dataset plugins: {where}. It comes first on "
+            "the import path (the current directory, PYTHONPATH, site-packages), so `class_path: datamodules.<dataset>."
+            "<Class>` cannot reach xclip-pl's datamodules. Rename or uninstall that package, or run from a directory "
+            "and with a PYTHONPATH that do not hold it; register a datamodule of your own under the "
+            "'xclip_pl.datamodules' entry-point group rather than in a package named `datamodules`.")
     for entry in importlib.metadata.entry_points(group="xclip_pl.datamodules"):
         entry.load()
 
@@ -113,15 +126,16 @@ def main(args: list[str] | None = None) -> None:
     build_cli(args)
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> XCLIPCLI:
-    """Parse ``args`` (default: sys.argv), build the CLI and run its subcommand when ``run``."""
+def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[XCLIPCLI] = XCLIPCLI) -> XCLIPCLI:
+    """Parse ``args`` (default: sys.argv), build the CLI (``cli_class``) and run its subcommand when ``run``."""
     _import_plugins()
-    return XCLIPCLI(
+    return cli_class(
         XCLIPRetrieval,
         VideoTextDataModule,
         subclass_mode_data=True,
         save_config_callback=XCLIPSaveConfig,
         save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # model.optimizer / model.scheduler: the module builds its parameter groups
         trainer_defaults={"logger": lazy_instance(XCLIPWandbLogger)},
         parser_kwargs={"default_env": False},
         args=args,

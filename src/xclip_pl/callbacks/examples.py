@@ -1,7 +1,8 @@
 """Retrieval examples for the W&B dashboard: a few captions, the videos they retrieve first, thumbnails.
 
-:func:`top_retrievals` is plain tensor maths on one rank's similarity rows; :func:`log_retrieval_examples`
-logs one image per query through a ``WandbLogger``: the right video's frame strip on top, then the
+:class:`RetrievalExamples` is the callback (``trainer.callbacks``); :func:`top_retrievals` is plain tensor
+maths on one rank's similarity rows; :func:`log_retrieval_examples` logs one image per query through a
+``WandbLogger``: the right video's frame strip on top, then the
 strips of the videos it retrieves first, captioned with the query, the video ids, their scores and
 which one is right. (A ``wandb.Table`` of images would be nicer online, but offline runs, the default
 without a login, store its images as the word "Image": wandb issue #4611.) Frames and caption texts
@@ -13,12 +14,40 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
+
+from xclip_pl.callbacks.base import RetrievalCallback
+from xclip_pl.evaluate.result import RetrievalResult
 
 #: frames of a video shown side by side in one thumbnail strip, and the strip's height in pixels
 STRIP_FRAMES = 4
 STRIP_HEIGHT = 64
+
+
+class RetrievalExamples(RetrievalCallback):
+    """W&B retrieval examples: frame thumbnails of the videos a few captions retrieve, after every evaluation.
+
+    After every validation and test, rank 0's first captions with the right video and the three videos each
+    retrieves first are logged as the images ``<stage>/examples``, captioned with the scores (W&B logger and a
+    datamodule with ``eval_video_frames`` only; otherwise nothing).
+
+    Args:
+        num_examples: captions logged per validation / test (rank 0's first, in caption order; 0 = none).
+    """
+
+    def __init__(self, num_examples: int = 8) -> None:
+        self.num_examples = num_examples
+
+    def on_retrieval_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, result: RetrievalResult) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if (self.num_examples <= 0 or not trainer.is_global_zero or not isinstance(trainer.logger, WandbLogger)
+                or not hasattr(datamodule, "eval_video_frames")):
+            return
+        retrievals = top_retrievals(result.rows, result.row_caption_index, result.row_caption_video, self.num_examples)
+        log_retrieval_examples(trainer.logger, datamodule, result.stage, retrievals)
 
 
 @dataclass

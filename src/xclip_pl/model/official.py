@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,6 +16,10 @@ from torch import Tensor
 from transformers import CLIPConfig
 
 from xclip_pl.model.presets import PRESETS, preset_config
+
+#: where the X-CLIP arguments sit in an ``xclip-pl`` config (``XCLIPRetrieval(model: XCLIP)``), for error messages
+KEYS = "model.model.init_args"
+
 
 AOSM_MATRICES = (
     "global_mat_weight", "word_logit_weight", "frame_logit_weight", "local_mat_weight",
@@ -175,7 +180,7 @@ def clip_sizes(config: CLIPConfig) -> dict[str, int]:
 
 
 def named_clip_config(clip: str) -> CLIPConfig:
-    """The config of what ``model.clip`` names, without loading weights: a preset, an OpenAI checkpoint file
+    """The config of what ``clip`` names, without loading weights: a preset, an OpenAI checkpoint file
     (its tensors' shapes), or a Hugging Face directory / hub id (its ``config.json`` only)."""
     from xclip_pl.model.openai_clip import is_openai_checkpoint, load_openai_state_dict  # noqa: PLC0415 (it imports this module)
 
@@ -186,8 +191,26 @@ def named_clip_config(clip: str) -> CLIPConfig:
     try:
         return CLIPConfig.from_pretrained(clip)
     except OSError as err:
-        raise ValueError(f"model.clip={clip!r}: could not read its config to compare it with model.official_checkpoint "
-                         f"({err}); set model.clip: null, the CLIP sizes come from the checkpoint") from err
+        raise ValueError(f"{KEYS}.clip={clip!r}: could not read its config to compare it with {KEYS}.official_checkpoint "
+                         f"({err}); set {KEYS}.clip: null, the CLIP sizes come from the checkpoint") from err
+
+
+@dataclass
+class OfficialCheckpoint:
+    """A reference state dict with what its tensors say about the model: the CLIP sizes and the temporal depth."""
+
+    path: str
+    state: dict[str, Tensor]
+    clip_config: CLIPConfig
+    temporal_layers: int
+
+
+def read_official_checkpoint(path: str | Path, max_words: int, max_frames: int) -> OfficialCheckpoint:
+    """Read a reference ``pytorch_model.bin.N``, check its keys and AOSM sizes, infer the CLIP config and depth."""
+    official = read_state_dict(path)
+    check_official_keys(official, path, max_words, max_frames)
+    config = infer_clip_config({k[len("clip."):]: v for k, v in official.items() if k.startswith("clip.")})
+    return OfficialCheckpoint(str(path), official, config, count_blocks(official, "transformerClip.resblocks."))
 
 
 def check_explicit_arguments(path: str | Path, config: CLIPConfig, layers: int, clip: str | None,
@@ -198,35 +221,26 @@ def check_explicit_arguments(path: str | Path, config: CLIPConfig, layers: int, 
         ours, theirs = clip_sizes(named_clip_config(clip)), clip_sizes(config)
         differ = [k for k in theirs if ours[k] != theirs[k]]
         if differ:
-            raise ValueError(f"model.clip={clip!r} has {_sizes(ours, differ)} but the checkpoint {path} has "
-                             f"{_sizes(theirs, differ)}: set model.clip: null (the CLIP comes from the checkpoint)")
+            raise ValueError(f"{KEYS}.clip={clip!r} has {_sizes(ours, differ)} but the checkpoint {path} has "
+                             f"{_sizes(theirs, differ)}: set {KEYS}.clip: null (the CLIP comes from the checkpoint)")
     if temporal_layers is not None and temporal_layers != layers:
-        raise ValueError(f"model.temporal_layers={temporal_layers} but the checkpoint {path} has {layers} temporal "
-                         f"blocks: set model.temporal_layers: null (or {layers})")
+        raise ValueError(f"{KEYS}.temporal_layers={temporal_layers} but the checkpoint {path} has {layers} temporal "
+                         f"blocks: set {KEYS}.temporal_layers: null (or {layers})")
     if temporal_init is not None:
-        raise ValueError(f"model.temporal_init={temporal_init!r} has no effect with model.official_checkpoint (every "
-                         "temporal weight comes from the checkpoint): set model.temporal_init: null")
+        raise ValueError(f"{KEYS}.temporal_init={temporal_init!r} has no effect with {KEYS}.official_checkpoint (every "
+                         f"temporal weight comes from the checkpoint): set {KEYS}.temporal_init: null")
 
 
 def _sizes(sizes: dict[str, int], keys: list[str]) -> str:
     return ", ".join(f"{k}={sizes[k]}" for k in keys)
 
 
-def load_official_checkpoint(cls, path: str | Path, max_words: int, max_frames: int, clip: str | None = None,
-                             temporal_layers: int | None = None, temporal_init: str | None = None, **kwargs):
-    """Build ``cls`` (XCLIP) with the CLIP sizes and temporal depth inferred from the checkpoint's tensors (no
-    pretrained weights are loaded) and load every weight; mismatches raise. ``clip``, ``temporal_layers`` and
-    ``temporal_init``: None, or explicit values checked against the checkpoint (:func:`check_explicit_arguments`)."""
-    official = read_state_dict(path)
-    check_official_keys(official, path, max_words, max_frames)
-    config = infer_clip_config({k[len("clip."):]: v for k, v in official.items() if k.startswith("clip.")})
-    layers = count_blocks(official, "transformerClip.resblocks.")
-    check_explicit_arguments(path, config, layers, clip, temporal_layers, temporal_init)
-    model = cls(clip=config, max_words=max_words, max_frames=max_frames, temporal_layers=layers, temporal_init="random", **kwargs)
+def load_official_weights(model, checkpoint: OfficialCheckpoint) -> None:
+    """Load every weight of ``checkpoint`` into ``model`` (an ``XCLIP`` built with its sizes); mismatched keys raise."""
+    official, path = checkpoint.state, checkpoint.path
     expected = xclip_to_official(model).keys()
     ignored = {"clip.input_resolution", "clip.context_length", "clip.vocab_size"}
     missing, unexpected = sorted(expected - official.keys()), sorted(official.keys() - expected - ignored)
     if missing or unexpected:
         raise ValueError(f"{path}: keys do not match the model: missing {missing[:10]}, unexpected {unexpected[:10]}")
     model.load_state_dict(official_to_xclip(official), strict=False)
-    return model

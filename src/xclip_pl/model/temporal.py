@@ -63,7 +63,8 @@ class TemporalTransformer(nn.Module):
 
     Args:
         dim: embedding width (the CLIP projection dim).
-        num_layers: number of blocks (4 in the reference; 0 gives mean pooling, "meanP").
+        num_layers: number of blocks (4 in the reference). 0 leaves ``2 X + P`` (the residual sum), which is
+            not the reference's mean pooling ("meanP"): the positions still enter.
         max_positions: rows of the frame position table (77 in the reference, copied from CLIP text).
         layer_norm_eps: LayerNorm epsilon inside the blocks (1e-12 in the reference).
     """

@@ -1,9 +1,9 @@
 """``xclip-pl convert``: a reference X-CLIP checkpoint (and/or an OpenAI CLIP file) -> an xclip-pl checkpoint.
 
-The output directory holds ``clip/`` (the CLIP towers as a Hugging Face directory, usable as ``model.clip``,
-plus the tokenizer files when given) and ``xclip.ckpt`` (a Lightning checkpoint of
+The output directory holds ``clip/`` (the CLIP towers as a Hugging Face directory, usable as
+``model.model.init_args.clip``, plus the tokenizer files when given) and ``xclip.ckpt`` (a Lightning checkpoint of
 :class:`~xclip_pl.module.XCLIPRetrieval` holding every weight, with the CLIP sizes in its hyper-parameters
-as ``clip_config`` and no path), which ``xclip-pl test --ckpt_path`` and ``xclip-pl fit --ckpt_path``
+as ``model.init_args.clip_config`` and no path), which ``xclip-pl test --ckpt_path`` and ``xclip-pl fit --ckpt_path``
 accept, and ``XCLIPRetrieval.load_from_checkpoint`` loads, wherever the directory is moved. The CLI takes
 the tokenizer from ``clip/`` beside the checkpoint when ``data.tokenizer`` is unset.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from xclip_pl.model.xclip import XCLIP
 from xclip_pl.module import XCLIPRetrieval
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -39,9 +40,10 @@ def convert(output_dir: str, reference_checkpoint: str | None = None, openai_cli
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if reference_checkpoint:
-        module = XCLIPRetrieval(official_checkpoint=reference_checkpoint, max_words=max_words, max_frames=max_frames)
+        network = XCLIP(official_checkpoint=reference_checkpoint, max_words=max_words, max_frames=max_frames)
     else:
-        module = XCLIPRetrieval(clip=openai_clip, max_words=max_words, max_frames=max_frames)
+        network = XCLIP(clip=openai_clip, max_words=max_words, max_frames=max_frames)
+    module = XCLIPRetrieval(network)
     clip_dir = out / "clip"
     module.model.towers.clip.save_pretrained(clip_dir)
     if tokenizer:
@@ -54,12 +56,13 @@ def convert(output_dir: str, reference_checkpoint: str | None = None, openai_cli
 
 
 def portable_hparams(module: XCLIPRetrieval) -> dict:
-    """The module's hyper-parameters with the CLIP described by its sizes (``clip_config``), not by a path:
-    the checkpoint holds every weight, so it loads on any machine without ``clip/`` or the reference file."""
+    """The module's hyper-parameters with the CLIP described by its sizes (``model.init_args.clip_config``), not
+    by a path: the checkpoint holds every weight, so it loads on any machine without ``clip/`` or the reference file."""
     config = module.model.towers.clip.config.to_diff_dict()
     config.pop("transformers_version", None)
-    return {**dict(module.hparams), "clip": None, "clip_config": config, "official_checkpoint": None,
-            "temporal_layers": len(module.model.temporal.blocks), "temporal_init": None}
+    network = {**module.hparams["model"]["init_args"], "clip": None, "clip_config": config, "official_checkpoint": None,
+               "temporal_layers": len(module.model.temporal.blocks), "temporal_init": None}
+    return {**dict(module.hparams), "model": {**module.hparams["model"], "init_args": network}}
 
 
 def converted_tokenizer(checkpoint: str | None) -> str | None:

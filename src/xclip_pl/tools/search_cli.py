@@ -49,8 +49,9 @@ def search(embeddings: str, checkpoint: str, query: str | None = None, video_id:
 def _tokenizer(checkpoint: str, module: XCLIPRetrieval, tokenizer: str | None):
     beside = Path(checkpoint).resolve().parent.parent / "tokenizer"
     source = tokenizer or (str(beside) if beside.is_dir() else None)
-    if source is None and module.hparams.clip not in PRESETS:
-        source = module.hparams.clip
+    clip = module.model.init_args["clip"]
+    if source is None and clip is not None and clip not in PRESETS:
+        source = clip
     if source is None:
         raise ValueError(f"no tokenizer for caption queries: none beside the checkpoint ({beside}); pass --tokenizer DIR "
                          "(the run's tokenizer directory)")

@@ -1,4 +1,4 @@
-"""Switch ``optimizer: bertadam``: CLIP4Clip's BertAdam (xclip-method.md 5.2)."""
+"""Switch ``model.optimizer.class_path: xclip_pl.train.bertadam.BertAdam``: CLIP4Clip's BertAdam (xclip-method.md 5.2)."""
 from __future__ import annotations
 
 from typing import Callable, Iterable
@@ -8,8 +8,10 @@ from torch import Tensor
 
 
 class BertAdam(torch.optim.Optimizer):
-    """Switch ``optimizer: Literal["bertadam", "adamw"]`` (reference "bertadam"; improved "adamw", the
-    bias-corrected ``torch.optim.AdamW`` with the same betas, eps and decoupled decay).
+    """The reference's optimiser, CLIP4Clip's BertAdam (switch ``model.optimizer``).
+
+    Reference: this class; improved: :class:`xclip_pl.train.optim.AdamW`, the bias-corrected
+    ``torch.optim.AdamW`` with the same betas, eps and decoupled decay.
 
     CLIP4Clip's ``modules/optimization.py`` BertAdam (xclip-method.md 5.2), per parameter with a gradient:
     clip that tensor's gradient to norm ``max_grad_norm`` (``clip_grad_norm_`` on the one tensor; <= 0 turns
@@ -17,8 +19,16 @@ class BertAdam(torch.optim.Optimizer):
     ``update += wd * p`` when wd > 0; ``p -= lr * update``; ``step += 1``. No bias correction. State
     (``next_m``, ``next_v``) has the parameter's dtype (fp16 for pure-fp16 CLIP tensors). The reference
     multiplies lr by ``warmup_cosine(step / t_total)`` inside the optimiser with a per-parameter step; here
-    the schedule is an LR scheduler (:func:`reference_warmup_cosine`) and ``group["lr"]`` is used as given.
-    Parameters whose ``grad`` is None are skipped (frozen ones never get state).
+    the schedule is an LR scheduler (:class:`~xclip_pl.train.schedules.ReferenceWarmupCosine`) and
+    ``group["lr"]`` is used as given. Parameters whose ``grad`` is None are skipped (frozen ones never get state).
+
+    Args:
+        params: parameters or parameter groups (the module passes its groups, each with its lr and decay).
+        lr: default learning rate of groups without one.
+        betas: Adam betas (paper: 0.9, 0.98).
+        eps: Adam epsilon (paper: 1e-6).
+        weight_decay: default decoupled weight decay of groups without one.
+        max_grad_norm: per-tensor gradient clip norm (reference: 1.0); <= 0 turns it off.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,

@@ -1,15 +1,57 @@
-"""Optimiser parameter groups and the learning-rate schedule."""
+"""Optimiser parameter groups (the ``no_decay`` policies) and the optimizer classes ``model.optimizer`` names.
+
+The module builds the groups (``lr`` / ``lr * backbone_lr_scale``, ``weight_decay`` or 0) and calls the
+configured optimizer class as ``optimizer(groups, lr=lr, weight_decay=weight_decay)``
+(:class:`OptimizerCallable`); every group sets its own lr and decay, so those two are not config keys of
+the optimizer.
+"""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Iterable, Literal, Protocol
 
 import torch
 from torch import nn
+from torch.optim import Optimizer
 
 NoDecay = Literal["bias", "bias_norm_embedding"]
-OptimizerName = Literal["bertadam", "adamw"]
 
 NO_DECAY_TYPES = (nn.LayerNorm, nn.Embedding)
+
+
+class OptimizerCallable(Protocol):
+    """What ``model.optimizer`` names: an optimizer class called with the parameter groups, ``lr`` and
+    ``weight_decay`` (both set per group by the module); its other arguments are the config's ``init_args``.
+    Any ``torch.optim`` optimizer fits, and :class:`~xclip_pl.train.bertadam.BertAdam`. Unlike
+    ``pytorch_lightning.cli.OptimizerCallable`` (which it otherwise mirrors), ``lr`` and ``weight_decay`` are
+    not config keys: they would show values that the groups override."""
+
+    def __call__(self, params: Iterable, /, lr: float, weight_decay: float) -> Optimizer: ...
+
+
+class AdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` with X-CLIP's betas and eps as defaults (the default ``model.optimizer``).
+
+    Improved (bias-corrected, decoupled decay); the reference's is :class:`~xclip_pl.train.bertadam.BertAdam`.
+
+    Args:
+        params: parameter groups (built by the module).
+        lr: default learning rate (every group built by the module sets its own).
+        betas: Adam betas (paper: 0.9, 0.98).
+        eps: Adam epsilon (paper: 1e-6).
+        weight_decay: default decoupled weight decay (every group built by the module sets its own).
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
+                 weight_decay: float = 0.01) -> None:
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+
+def make_parameter_groups(model: nn.Module, backbone: nn.Module, lr: float, backbone_lr_scale: float, weight_decay: float,
+                          no_decay: NoDecay) -> list[dict]:
+    """The groups of policy ``no_decay``: ``bias`` (:func:`reference_parameter_groups`) or
+    ``bias_norm_embedding`` (:func:`parameter_groups`)."""
+    make = reference_parameter_groups if no_decay == "bias" else parameter_groups
+    return make(model, backbone, lr, backbone_lr_scale, weight_decay)
 
 
 def parameter_groups(model: nn.Module, backbone: nn.Module, lr: float, backbone_lr_scale: float,
@@ -32,13 +74,9 @@ def parameter_groups(model: nn.Module, backbone: nn.Module, lr: float, backbone_
     ]
 
 
-def build_optimizer(groups: list[dict], betas: tuple[float, float], eps: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, betas=betas, eps=eps)
-
-
 def reference_parameter_groups(model: nn.Module, backbone: nn.Module, lr: float, backbone_lr_scale: float,
                                weight_decay: float) -> list[dict]:
-    """Switch ``no_decay: Literal["bias", "bias_norm_embedding"]`` (reference "bias"; improved
+    """Switch ``model.no_decay: Literal["bias", "bias_norm_embedding"]`` (reference "bias"; improved
     "bias_norm_embedding", :func:`xclip_pl.train.optim.parameter_groups`).
 
     The reference's grouping (xclip-method.md 5.1): only parameters whose name contains ``bias`` get no
