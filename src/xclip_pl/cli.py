@@ -111,17 +111,22 @@ def _import_plugins() -> None:
         entry.load()
 
 
-TOOLS = {"convert": "xclip_pl.tools.convert:convert", "search": "xclip_pl.tools.search_cli:search"}
+TOOLS = {"convert": "xclip_pl.tools.convert:convert", "search": "xclip_pl.tools.search_cli:search",
+         "cache": "xclip_pl.tools.cache:cache"}
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point: ``xclip-pl {fit,validate,test,predict}`` (LightningCLI) or ``xclip-pl {convert,search}``."""
+    """Console entry point: ``xclip-pl {fit,validate,test,predict}`` (LightningCLI) or ``xclip-pl {convert,search,cache}``."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in TOOLS:
         module, function = TOOLS[argv[0]].split(":")
+        tool = getattr(importlib.import_module(module), function)
+        if getattr(tool, "takes_cli_args", False):  # parses its own flags and the recipe's (`cache --config ...`)
+            tool(argv[1:])
+            return
         from jsonargparse import auto_cli  # noqa: PLC0415
 
-        auto_cli(getattr(importlib.import_module(module), function), args=argv[1:])
+        auto_cli(tool, args=argv[1:])
         return
     build_cli(args)
 
