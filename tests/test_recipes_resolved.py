@@ -48,6 +48,7 @@ def mapped(before: dict) -> dict:
     examples = {"class_path": "xclip_pl.callbacks.examples.RetrievalExamples",
                 "init_args": {"num_examples": old.pop("log_examples")}}
     model.update(old)  # lr, groups policy, loss, gather and evaluation knobs stay on the LightningModule
+    model["compile"] = False  # added after the reshape (issue 13), off in every recipe
     cfg["model"] = model
     assert cfg["trainer"]["callbacks"] is None
     cfg["trainer"]["callbacks"] = [examples, *ALWAYS_ON]

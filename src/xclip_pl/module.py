@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -61,6 +62,10 @@ class XCLIPRetrieval(pl.LightningModule):
         eval_dtype: dtype of the features in the evaluation similarity (``bf16``/``fp16`` halve memory and
             time on GPUs; softmax statistics and sums stay fp32).
         eval_compile: run the evaluation similarity blocks through ``torch.compile`` (CUDA only).
+        compile: run the text and video encoders (every stage) and the training similarity through
+            ``torch.compile`` (inductor), set up in ``configure_model``; parameters and checkpoint keys are
+            unchanged, so checkpoints load into compiled and uncompiled modules alike. The first batches of
+            each stage and shape compile (about a minute on CPU for the tiny preset, less from the cache).
         eval_kernel: AOSM implementation at evaluation: ``auto`` = the fused C++ kernel on CPU (built on
             first use, ~20 s once per machine; falls back to torch ops with a warning if it cannot be
             built) and tensor ops on GPUs, ``torch`` = tensor ops everywhere, ``fused`` = the CPU kernel on
@@ -100,6 +105,7 @@ class XCLIPRetrieval(pl.LightningModule):
         eval_chunk_size: int | None = None,
         eval_dtype: Literal["fp32", "bf16", "fp16"] = "fp32",
         eval_compile: bool = False,
+        compile: bool = False,
         eval_kernel: Kernel = "auto",
         ties: TieRule = "pessimistic",
         gather_grad: GatherGrad = "sum",
@@ -121,6 +127,7 @@ class XCLIPRetrieval(pl.LightningModule):
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 1, 3, 1, 1), persistent=False)
         self.eval_buffer = EvalBuffer()
         self.metrics = RetrievalMetrics(ties=ties)
+        self._compiled: dict[str, Callable] = {}  # ``compile``: the network's hot functions, see configure_model
 
     @property
     def image_size(self) -> int:
@@ -137,6 +144,20 @@ class XCLIPRetrieval(pl.LightningModule):
         if tokens is not None and tokens > self.vocab_size:
             raise ValueError(f"the tokenizer has {tokens} ids but the text tower's vocabulary has {self.vocab_size}: "
                              "the tokenizer does not belong to this CLIP (check data.tokenizer / model.model.init_args.clip)")
+
+    def configure_model(self) -> None:
+        """With ``compile``: ``torch.compile`` the network's bound ``encode_text`` / ``encode_video`` /
+        ``similarity`` and keep them beside it. Compiling these functions, not ``self.model`` itself, keeps the
+        module tree and its state-dict keys (no ``_orig_mod.``), so checkpoints stay interchangeable, and DDP
+        still wraps this module (its gradient hooks fire after each compiled backward). Lightning calls this
+        in every stage; it compiles once."""
+        if self.hparams.compile and not self._compiled:
+            self._compiled = {name: torch.compile(getattr(self.model, name))
+                              for name in ("encode_text", "encode_video", "similarity")}
+
+    def _network(self, name: str) -> Callable:
+        """``self.model.<name>``, compiled when ``configure_model`` compiled it."""
+        return self._compiled.get(name) or getattr(self.model, name)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint trained with other ``max_words``/``max_frames`` is a clear error, not a size mismatch."""
@@ -159,10 +180,11 @@ class XCLIPRetrieval(pl.LightningModule):
         return pixels * frame_mask[:, :, None, None, None].to(pixels.dtype)
 
     def encode_video_batch(self, batch: dict) -> VideoFeatures:
-        return self.model.encode_video(self.normalize_frames(batch["frames"], batch["frame_mask"]), batch["frame_mask"])
+        pixels = self.normalize_frames(batch["frames"], batch["frame_mask"])
+        return self._network("encode_video")(pixels, batch["frame_mask"])
 
     def encode_text_batch(self, batch: dict) -> TextFeatures:
-        return self.model.encode_text(batch["input_ids"], batch["attention_mask"])
+        return self._network("encode_text")(batch["input_ids"], batch["attention_mask"])
 
     # ----------------------------------------------------------------------------------------- training
     def on_fit_start(self) -> None:
@@ -177,7 +199,7 @@ class XCLIPRetrieval(pl.LightningModule):
         rank, world_size = world()
         gather = feature_gather(self.hparams.gather_grad, self.hparams.gather_grad_devices)
         video_ids = batch["video_index"] if self.hparams.false_negative_mask else None
-        loss = contrastive_loss(self.model.similarity, text, video, gather, rank, world_size, self.hparams.local_loss,
+        loss = contrastive_loss(self._network("similarity"), text, video, gather, rank, world_size, self.hparams.local_loss,
                                 video_ids=video_ids, gather_ids=all_gather_no_grad)
         batch_size = len(text)
         self.log("train/loss", loss, prog_bar=True, sync_dist=world_size > 1, batch_size=batch_size)
