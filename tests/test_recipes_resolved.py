@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xclip_pl.cli import XCLIPCLI, build_cli
+from xclip_pl.cli import ParseOnlyCLI, build_cli
 
 TESTS = Path(__file__).resolve().parent
 CONF = TESTS.parent / "conf"
@@ -57,21 +57,8 @@ def mapped(before: dict) -> dict:
     return cfg
 
 
-class _ParseOnly(XCLIPCLI):
-    """The CLI's parser as ``--print_config`` uses it: no hook, nothing built (no model, data or trainer)."""
-
-    def before_instantiate_classes(self) -> None:
-        pass
-
-    def instantiate_classes(self) -> None:
-        pass
-
-    def after_instantiate_classes(self) -> None:
-        pass
-
-
 def resolved_now(recipe: str) -> dict:
-    cli = build_cli(["--config", str(CONF / f"{recipe}.yaml")], run=False, cli_class=_ParseOnly)
+    cli = build_cli(["--config", str(CONF / f"{recipe}.yaml")], run=False, cli_class=ParseOnlyCLI)
     return yaml.safe_load(cli.parser.dump(cli.config, skip_none=False, skip_link_targets=False))
 
 

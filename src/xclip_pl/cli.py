@@ -93,6 +93,21 @@ class XCLIPCLI(LightningCLI):
         self._finish_wandb()
 
 
+class ParseOnlyCLI(XCLIPCLI):
+    """The CLI's parser as ``--print_config`` uses it: the config is resolved (nested files, links, flags) but
+    no hook runs and nothing is built (no model, data or trainer). ``build_cli(args, run=False,
+    cli_class=ParseOnlyCLI).config`` is the resolved config."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def after_instantiate_classes(self) -> None:
+        pass
+
+
 def _import_plugins() -> None:
     """Import the built-in datamodules and any registered plugins so class names resolve on the CLI.
 

@@ -185,19 +185,9 @@ def build_datamodule(config_args: list[str]):
     """The datamodule of a ``fit``-style config (``--config`` files and flags), without building the model."""
     from jsonargparse._util import import_object  # noqa: PLC0415
 
-    from xclip_pl.cli import XCLIPCLI, build_cli  # noqa: PLC0415  (the CLI imports tools lazily)
+    from xclip_pl.cli import ParseOnlyCLI, build_cli  # noqa: PLC0415  (the CLI imports tools lazily)
 
-    class _DataOnly(XCLIPCLI):
-        def before_instantiate_classes(self) -> None:
-            pass
-
-        def instantiate_classes(self) -> None:
-            pass
-
-        def after_instantiate_classes(self) -> None:
-            pass
-
-    cli = build_cli(config_args, run=False, cli_class=_DataOnly)
+    cli = build_cli(config_args, run=False, cli_class=ParseOnlyCLI)
     data = cli.config.data
     if data is None or not data.get("class_path"):
         raise ValueError("the config names no datamodule: set data.class_path (e.g. with --config <recipe.yaml>)")
