@@ -54,6 +54,7 @@ def mapped(before: dict) -> dict:
     cfg["trainer"]["callbacks"] = [examples, *ALWAYS_ON]
     assert cfg.pop("optimizer") is None and cfg.pop("lr_scheduler") is None  # Lightning's auto optimizer: off
     cfg["data"]["init_args"].setdefault("missing_videos", "error")  # base argument now; was the same behaviour
+    cfg["data"]["init_args"]["frame_cache"] = True  # issue 13, after the reshape: the cache is on in every recipe
     return cfg
 
 
