@@ -5,6 +5,7 @@ import importlib
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from xclip_pl.cli import build_cli
@@ -96,3 +97,49 @@ def test_paper_recipe_writes_every_reference_switch(path):
         assert key in node and node[key] == expected, f"{path.name}: {name} should be {expected!r}"
     # the GPU count under the local-slice gather is part of the recipe (docs/fidelity.md 2.6)
     assert config["model"]["gather_grad_devices"] == config["trainer"]["devices"], path.name
+
+
+# ---------------------------------------------------------------------------- conf/overlays/fast.yaml
+FAST = CONF / "overlays" / "fast.yaml"
+FAST_CHANGES = {  # the overlay's keys: numerics only; every other resolved value stays the paper recipe's
+    ("trainer", "precision"): "bf16-mixed",
+    ("model", "model", "init_args", "clip_dtype"): "fp32",
+    ("model", "optimizer"): {"class_path": "xclip_pl.train.optim.AdamW",
+                             "init_args": {"betas": [0.9, 0.98], "eps": 1e-06, "fused": True}},
+    ("model", "compile"): True,
+}
+
+
+def _resolved(*configs: Path) -> dict:
+    from xclip_pl.cli import ParseOnlyCLI  # noqa: PLC0415
+
+    args = [a for c in configs for a in ("--config", str(c))]
+    cli = build_cli(args, run=False, cli_class=ParseOnlyCLI)
+    return yaml.safe_load(cli.parser.dump(cli.config, skip_none=False, skip_link_targets=False))
+
+
+def _flatten(node, prefix=()):
+    if isinstance(node, dict) and not ({"class_path"} <= set(node) and prefix == ("model", "optimizer")):
+        return {k: v for key, value in node.items() for k, v in _flatten(value, (*prefix, key)).items()}
+    return {prefix: node}
+
+
+@pytest.mark.parametrize("path", PAPER_RECIPES, ids=[p.stem for p in PAPER_RECIPES])
+def test_fast_overlay_changes_only_the_numerics(path):
+    faithful = _flatten(_resolved(path))
+    fast = _flatten(_resolved(path, FAST))
+    changed = {k for k in faithful.keys() | fast.keys() if faithful.get(k) != fast.get(k)} - {("config",)}
+    assert changed == set(FAST_CHANGES), path.name
+    assert {k: fast[k] for k in FAST_CHANGES} == FAST_CHANGES
+
+
+@pytest.mark.parametrize("path", PAPER_RECIPES, ids=[p.stem for p in PAPER_RECIPES])
+def test_fast_recipe_instantiates_with_a_tiny_model(path, tmp_path):
+    cli = build_cli(["--config", str(path), "--config", str(FAST), "--model.model.init_args.clip", "tiny",
+                     "--data.init_args.image_size", "32", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+                     "--trainer.strategy", "auto", "--trainer.num_nodes", "1", "--trainer.logger", "false",
+                     "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert cli.model.hparams.compile is True and cli.model.model.clip_dtype == "fp32"
+    assert cli.trainer.precision == "bf16-mixed"
+    optimizer = cli.model.optimizer([torch.nn.Parameter(torch.zeros(2))], lr=1e-4, weight_decay=0.0)
+    assert optimizer.defaults["fused"] is True

@@ -46,3 +46,26 @@ def test_any_torch_optimizer_gets_the_groups_and_its_init_args():
 def test_an_optimizer_a_checkpoint_cannot_record_is_a_clear_error():
     with pytest.raises(ValueError, match=r"model.optimizer=.*give a class or functools.partial"):
         make_module(clip="tiny", max_words=8, max_frames=3, temporal_layers=1, optimizer=lambda params, **kw: None)
+
+
+def test_fused_adamw_steps_like_the_single_tensor_loop():
+    """``fused: true`` (the fast overlay) gives the same update as torch's plain per-tensor AdamW loop."""
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(7)]
+
+    def run(make):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        groups = [{"params": [params[0]], "lr": 1e-2, "weight_decay": 0.2},
+                  {"params": [params[1]], "lr": 1e-3, "weight_decay": 0.0}]
+        optimizer = make(groups)
+        for step in range(3):
+            for i, p in enumerate(params):
+                p.grad = torch.sin(torch.arange(p.numel(), dtype=torch.float32).view_as(p) + step + i)
+            optimizer.step()
+        return params
+
+    fused = run(lambda g: AdamW(g, lr=1e-4, weight_decay=0.0, fused=True))
+    loop = run(lambda g: torch.optim.AdamW(g, lr=1e-4, betas=(0.9, 0.98), eps=1e-6, foreach=False, fused=False))
+    assert not torch.equal(fused[0], start[0])
+    for a, b in zip(fused, loop):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -39,11 +39,13 @@ class AdamW(torch.optim.AdamW):
         betas: Adam betas (paper: 0.9, 0.98).
         eps: Adam epsilon (paper: 1e-6).
         weight_decay: default decoupled weight decay (every group built by the module sets its own).
+        fused: torch's fused implementation (one kernel per step for all parameters; same update to float
+            rounding); None: torch's default choice.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
-                 weight_decay: float = 0.01) -> None:
-        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+                 weight_decay: float = 0.01, fused: bool | None = None) -> None:
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
 
 
 def make_parameter_groups(model: nn.Module, backbone: nn.Module, lr: float, backbone_lr_scale: float, weight_decay: float,
