@@ -40,6 +40,8 @@ def mapped(before: dict) -> dict:
     optimizer = {"betas": old.pop("betas"), "eps": old.pop("eps")}
     if old["optimizer"] == "bertadam":
         optimizer["max_grad_norm"] = 1.0  # was hard-coded in the module
+    else:
+        optimizer["fused"] = None  # AdamW's argument added in #13; None = torch's own choice, as before
     model["optimizer"] = {"class_path": OPTIMIZERS[old.pop("optimizer")], "init_args": optimizer}
     model["scheduler"] = {"class_path": SCHEDULES[old.pop("lr_schedule")],
                           "init_args": {"warmup_ratio": old.pop("warmup_ratio")}}
