@@ -38,9 +38,11 @@ class ScriptedScore(pl.LightningModule):
         return DataLoader(torch.ones(1, 1), batch_size=1)
 
 
-def fit(tmp_path: Path, scores: list[float], ties: str, save_top_k: int = 1) -> XCLIPModelCheckpoint:
+def fit(tmp_path: Path, scores: list[float], ties: str, save_top_k: int = 1,
+        save_last: bool = False) -> XCLIPModelCheckpoint:
     callback = XCLIPModelCheckpoint(dirpath=tmp_path, monitor="val/score", mode="max", save_top_k=save_top_k,
-                                    filename="e{epoch}", auto_insert_metric_name=False, ties=ties)
+                                    filename="e{epoch}", auto_insert_metric_name=False, ties=ties,
+                                    save_last=save_last)
     trainer = pl.Trainer(accelerator="cpu", max_epochs=len(scores), logger=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=[callback])
     trainer.fit(ScriptedScore(scores))
@@ -78,3 +80,17 @@ def test_a_strictly_better_epoch_wins_under_both_rules(tmp_path):
 def test_ties_must_be_a_known_rule():
     with pytest.raises(ValueError, match=r"checkpoint.ties='latest'.*'earlier'.*'later'"):
         XCLIPModelCheckpoint(monitor="val/score", mode="max", ties="latest")
+
+
+@pytest.mark.parametrize("ties", ["later", "earlier"])
+def test_last_ckpt_holds_the_last_epoch_not_the_best(tmp_path, ties):
+    # Best at epoch 0, worse afterwards: no best file is written after epoch 0, yet last.ckpt must be the
+    # state after epoch 2 (one step per epoch -> global_step 3), so a resume loses nothing (issue 14).
+    callback = fit(tmp_path, [12.0, 10.0, 11.0], ties, save_last=True)
+    assert Path(callback.best_model_path).name == "e0.ckpt"
+    assert files(tmp_path) == ["e0.ckpt", "last.ckpt"]  # no extra best files
+    best = torch.load(tmp_path / "e0.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (best["epoch"], best["global_step"]) == (0, 1)
+    assert (last["epoch"], last["global_step"]) == (2, 3)
+    assert Path(callback.last_model_path).name == "last.ckpt"

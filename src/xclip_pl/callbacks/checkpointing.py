@@ -4,6 +4,10 @@ The reference selects its best epoch by validation t2v R@1 with ``>=`` (xclip-me
 that ties the best replaces it. Lightning's ``ModelCheckpoint`` replaces only on a strictly better value, so
 it keeps the earlier one. R@1 moves in steps of 100 / #queries (0.1 on 1,000 captions), so ties happen and
 change which checkpoint is tested.
+
+It also keeps ``last.ckpt`` the latest state: Lightning writes ``last`` only when it has just written a
+(top-k) checkpoint, i.e. on an improvement, so ``last.ckpt`` otherwise stays the best epoch's copy and a
+resume loses every epoch since (issue 14).
 """
 from __future__ import annotations
 
@@ -41,6 +45,30 @@ class XCLIPModelCheckpoint(ModelCheckpoint):
         at_least_as_good = {"min": torch.le, "max": torch.ge}[self.mode]
         decision = bool(at_least_as_good(current, self.best_k_models[self.kth_best_model_path]))
         return trainer.strategy.reduce_boolean_decision(decision)  # every rank decides the same
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        due = self._last_due(trainer) and self._should_save_on_train_epoch_end(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+        if due:
+            self._save_last_if_missed(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        due = self._last_due(trainer) and not self._should_save_on_train_epoch_end(trainer)
+        super().on_validation_end(trainer, pl_module)
+        if due:
+            self._save_last_if_missed(trainer)
+
+    def _last_due(self, trainer) -> bool:
+        """Whether this hook is a checkpointing point at which ``save_last: true`` should write ``last``
+        (decided before Lightning's hook runs, since its save marks the step as saved)."""
+        return (self.save_last is True and not self._should_skip_saving_checkpoint(trainer)
+                and self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0)
+
+    def _save_last_if_missed(self, trainer) -> None:
+        """Write ``last`` when Lightning's hook wrote nothing at this step (the monitored value did not enter
+        the top k); when it did write, it wrote ``last`` as well."""
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         """With ``ties: later``, the best path is the newest of the equally best before anything is written
