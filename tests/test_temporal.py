@@ -201,13 +201,13 @@ def test_zero_layers_follow_the_formula():
 
 
 def test_zero_layers_leave_the_residual_sum_not_mean_pooling():
-    """As documented: without blocks the output is 2X + P, so pooling it is not CLIP4Clip's meanP."""
+    """As documented: without blocks the output is 2X + P (test_zero_layers_follow_the_formula), so pooling it
+    is not CLIP4Clip's meanP."""
     model = TemporalTransformer(8, num_layers=0, max_positions=5)
     randomize(model, 1.0)
     x = torch.randn(2, 4, 8)
     mask = frame_mask([4, 2], 4)
     out = model(x, mask)
-    torch.testing.assert_close(out[mask], (2 * x + model.frame_position.weight[:4])[mask])
     pooled = l2_normalize(masked_mean(l2_normalize(out), mask))  # as XCLIP.encode_video pools
     mean_p = l2_normalize(masked_mean(l2_normalize(x), mask))  # CLIP4Clip meanP
     assert not torch.allclose(pooled, mean_p, atol=1e-3)
