@@ -122,11 +122,12 @@ def test_empty_windows_raise(ten_second_clip: Path) -> None:
         decode_clip(ten_second_clip, max_frames=4, image_size=16, start=5, end=2)  # reversed
 
 
-def test_only_kept_frames_are_converted(ten_second_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("resize", ["swscale", "pil"])
+def test_only_kept_frames_are_converted(ten_second_clip: Path, monkeypatch: pytest.MonkeyPatch, resize: str) -> None:
     calls = []
-    original = video.resize_center_crop
-    monkeypatch.setattr(video, "resize_center_crop", lambda image, size: calls.append(1) or original(image, size))
-    decode_clip(ten_second_clip, max_frames=4, image_size=16)
+    original = video.FrameConverter.__call__
+    monkeypatch.setattr(video.FrameConverter, "__call__", lambda self, frame: calls.append(1) or original(self, frame))
+    decode_clip(ten_second_clip, max_frames=4, image_size=16, resize=resize)
     assert len(calls) == 4
 
 
@@ -308,7 +309,8 @@ def _grab(targets: list[float], skip: bool) -> tuple[list[np.ndarray], list[int]
     stream = _FakeStream()
     container = type("Container", (), {"demux": lambda _, s: s.packets()})()
     timing = video._StreamTiming(origin=0.0, duration=1.0, frame_interval=0.1)
-    return video._grab_frames(container, stream, timing, targets, 16, skip_nonref=skip), stream.decoded
+    to_pixels = video.FrameConverter(16, resize="pil")  # the fake frames only make PIL images
+    return video._grab_frames(container, stream, timing, targets, to_pixels, skip_nonref=skip), stream.decoded
 
 
 def test_skip_decisions_on_a_known_stream() -> None:
@@ -351,6 +353,6 @@ def test_decoder_errors_mid_stream_are_bad_videos(ten_second_clip: Path, monkeyp
     def corrupt(*args, **kwargs):
         raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
 
-    monkeypatch.setattr(video, "resize_center_crop", corrupt)
+    monkeypatch.setattr(video.FrameConverter, "__call__", corrupt)
     with pytest.raises(VideoDecodeError, match="ten.mp4.*InvalidDataError"):
         decode_clip(ten_second_clip, max_frames=4, image_size=16)

@@ -15,11 +15,9 @@ import av
 import numpy as np
 
 from xclip_pl.data.video import (
-    ColorMatrix,
+    FrameConverter,
     FrameSampling,
     VideoDecodeError,
-    frame_to_image,
-    resize_center_crop,
     sample_frame_indices,
 )
 
@@ -86,14 +84,15 @@ def _reference_frame_count(container: av.container.InputContainer, stream: av.Vi
 
 
 def _grab_indices(container: av.container.InputContainer, stream: av.VideoStream, targets: list[int],
-                  image_size: int, color_matrix: ColorMatrix) -> tuple[list[np.ndarray], int]:
-    """Decode from the first frame and keep the frames at positions ``targets`` (ascending) of the stream.
-    Returns the kept frames and how many frames were decoded (all of them when the stream ended early)."""
+                  to_pixels: FrameConverter) -> tuple[list[np.ndarray], int]:
+    """Decode from the first frame and keep the frames at positions ``targets`` (ascending) of the stream,
+    converted by ``to_pixels``. Returns the kept frames and how many frames were decoded (all of them when the
+    stream ended early)."""
     kept: list[np.ndarray] = []
     position = 0
     for frame in container.decode(stream):
         if position == targets[len(kept)]:
-            pixels = resize_center_crop(frame_to_image(frame, color_matrix), image_size)
+            pixels = to_pixels(frame)
             while len(kept) < len(targets) and targets[len(kept)] == position:
                 kept.append(pixels)
             if len(kept) == len(targets):
@@ -103,8 +102,8 @@ def _grab_indices(container: av.container.InputContainer, stream: av.VideoStream
 
 
 def _decode_reference_once(
-    path: Path, max_frames: int, image_size: int, per_second: int, sampling: FrameSampling,
-    window: tuple[int, int | None] | None, color_matrix: ColorMatrix, decode_threads: int, readable_frames: int | None,
+    path: Path, max_frames: int, to_pixels: FrameConverter, per_second: int, sampling: FrameSampling,
+    window: tuple[int, int | None] | None, decode_threads: int, readable_frames: int | None,
 ) -> tuple[list[np.ndarray], int, bool]:
     """One pass of the reference arithmetic: ``(kept frames, frames decoded, all targets found)``."""
     with av.open(str(path)) as container:
@@ -124,18 +123,16 @@ def _decode_reference_once(
             raise VideoDecodeError(f"{path}: no frame in the window {window} (whole seconds of {int(fps)} frames; "
                                    f"{frame_count} frames)")
         targets = [candidates[i] for i in sample_frame_indices(len(candidates), max_frames, sampling)]
-        kept, decoded = _grab_indices(container, stream, targets, image_size, color_matrix)
+        kept, decoded = _grab_indices(container, stream, targets, to_pixels)
         return kept, decoded, len(kept) == len(targets)
 
 
-def decode_reference(path: Path, max_frames: int, image_size: int, fps: float, sampling: FrameSampling,
-                     start: float | None, end: float | None, color_matrix: ColorMatrix,
-                     decode_threads: int = 1) -> list[np.ndarray]:
-    """The reference's frames: indices from the container's frame count and ``int(fps)``; if the stream holds
-    fewer frames than its container claims, again with the reads failing where the stream really ends.
-    ``decode_threads``: FFmpeg threads per decode."""
-    args = (path, max_frames, image_size, int(fps), sampling, reference_window(start, end), color_matrix,
-            decode_threads)
+def decode_reference(path: Path, max_frames: int, to_pixels: FrameConverter, fps: float, sampling: FrameSampling,
+                     start: float | None, end: float | None, decode_threads: int = 1) -> list[np.ndarray]:
+    """The reference's frames, converted by ``to_pixels``: indices from the container's frame count and
+    ``int(fps)``; if the stream holds fewer frames than its container claims, again with the reads failing
+    where the stream really ends. ``decode_threads``: FFmpeg threads per decode."""
+    args = (path, max_frames, to_pixels, int(fps), sampling, reference_window(start, end), decode_threads)
     kept, decoded, complete = _decode_reference_once(*args, readable_frames=None)
     if not complete:
         kept, _, _ = _decode_reference_once(*args, readable_frames=decoded)
