@@ -28,6 +28,9 @@ PRESETS: dict[str, dict] = {
     # Random-weight replicas of the paper backbones (benchmarks without downloading weights).
     "random-vit-b-32": dict(text={}, vision=dict(patch_size=32), projection_dim=512),
     "random-vit-b-16": dict(text={}, vision=dict(patch_size=16), projection_dim=512),
+    "random-vit-l-14": dict(text=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12),
+                            vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                        num_attention_heads=16, patch_size=14), projection_dim=768),
 }
 
 

@@ -46,6 +46,10 @@ class AdamW(torch.optim.AdamW):
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
                  weight_decay: float = 0.01, fused: bool | None = None) -> None:
         super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
+        # torch marks the fused step as unscaling AMP gradients itself; Lightning then refuses gradient clipping
+        # under any mixed precision (bf16 has no scaler at all). Unmarked, a 16-mixed GradScaler unscales before
+        # the step as for the unfused optimizer, so clipping sees true gradients and the update is the same.
+        self._step_supports_amp_scaling = False
 
 
 def make_parameter_groups(model: nn.Module, backbone: nn.Module, lr: float, backbone_lr_scale: float, weight_decay: float,
