@@ -155,3 +155,29 @@ def test_is_a_lightning_wandb_logger(tmp_path):
     from pytorch_lightning.loggers import WandbLogger
 
     assert isinstance(XCLIPWandbLogger(save_dir=str(tmp_path / "r")), WandbLogger)
+
+
+def test_id_continues_a_run_and_names_its_directory(tmp_path):
+    logger = XCLIPWandbLogger(save_dir=str(tmp_path / "r"), id="abc123")
+    assert logger._wandb_init["id"] == "abc123" and logger._wandb_init["resume"] == "allow"
+    assert logger.version == "abc123"  # Lightning's checkpoint dir: save_dir/<project>/abc123/checkpoints
+
+
+def test_without_id_each_run_gets_a_new_one(tmp_path):
+    first, second = XCLIPWandbLogger(save_dir=str(tmp_path / "r")), XCLIPWandbLogger(save_dir=str(tmp_path / "r"))
+    assert first._wandb_init.get("id") is None and second._wandb_init.get("id") is None
+
+
+def test_resume_run_sets_the_id_before_the_run_starts(tmp_path):
+    logger = XCLIPWandbLogger(save_dir=str(tmp_path / "r"))
+    logger.resume_run("run42")
+    assert logger.version == "run42" and logger._wandb_init["id"] == "run42"
+    assert logger._experiment is None  # still lazy
+
+
+def test_resume_run_refuses_once_another_run_started(tmp_path):
+    logger = XCLIPWandbLogger(save_dir=str(tmp_path / "r"))
+    logger._experiment = type("Run", (), {"id": "started"})()
+    logger.resume_run("started")  # the same run: fine
+    with pytest.raises(RuntimeError, match="already started"):
+        logger.resume_run("other")

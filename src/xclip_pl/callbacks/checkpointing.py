@@ -7,7 +7,9 @@ change which checkpoint is tested.
 
 It also keeps ``last.ckpt`` the latest state: Lightning writes ``last`` only when it has just written a
 (top-k) checkpoint, i.e. on an improvement, so ``last.ckpt`` otherwise stays the best epoch's copy and a
-resume loses every epoch since (issue 14).
+resume loses every epoch since (issue 14). With ``last_every_n_train_steps`` it also writes ``last.ckpt``
+every N optimiser steps, so a killed run loses at most N steps (``fit --ckpt_path last`` resumes at the
+batch after the checkpoint; see :mod:`xclip_pl.train.resume`).
 """
 from __future__ import annotations
 
@@ -27,16 +29,37 @@ class XCLIPModelCheckpoint(ModelCheckpoint):
         ties: which checkpoint wins when the monitored value equals the best kept so far (or the k-th best
             with ``save_top_k > 1``): ``later`` = the newer one replaces it (the reference's ``>=``; default),
             ``earlier`` = the older one stays (Lightning's strict comparison).
+        last_every_n_train_steps: also write ``last.ckpt`` (only ``last``, not a best checkpoint) every this
+            many training steps (``trainer.global_step``), mid-epoch included; None or 0 = only at the
+            epoch-level checkpointing points. Needs ``save_last: true``.
         *args: positional arguments of ``ModelCheckpoint``.
         **kwargs: keyword arguments of ``ModelCheckpoint`` (``monitor``, ``mode``, ``save_top_k``, ...).
     """
 
-    def __init__(self, *args, ties: CheckpointTies = "later", **kwargs) -> None:
+    def __init__(self, *args, ties: CheckpointTies = "later", last_every_n_train_steps: int | None = None,
+                 **kwargs) -> None:
         if ties not in ("earlier", "later"):
             raise ValueError(f"checkpoint.ties={ties!r}: expected 'earlier' (keep the older checkpoint on an equal "
                              "monitored value, Lightning) or 'later' (the newer one replaces it, the reference)")
+        if last_every_n_train_steps is not None and last_every_n_train_steps < 0:
+            raise ValueError(f"checkpoint.last_every_n_train_steps={last_every_n_train_steps}: expected None, 0 (off) "
+                             "or a positive number of training steps")
         super().__init__(*args, **kwargs)
+        if last_every_n_train_steps and self.save_last is not True:
+            raise ValueError(f"checkpoint.last_every_n_train_steps={last_every_n_train_steps} writes last.ckpt: "
+                             f"set checkpoint.save_last true (not {self.save_last!r})")
         self.ties = ties
+        self.last_every_n_train_steps = last_every_n_train_steps or 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        every = self.last_every_n_train_steps
+        if every and trainer.global_step % every == 0 and not self._should_skip_saving_checkpoint(trainer):
+            saved_step = self._last_global_step_saved
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            # a step checkpoint must not stop the epoch-level save at the same step (best and last after
+            # validation), which Lightning skips once this step counts as saved
+            self._last_global_step_saved = saved_step
 
     def check_monitor_top_k(self, trainer, current: Tensor | None = None) -> bool:
         """Whether ``current`` enters the top k; with ``ties: later`` an equal value enters too."""
