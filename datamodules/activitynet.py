@@ -12,18 +12,17 @@ the caption JSON; its "seconds" are ``int(fps)`` frames, so at 29.97 fps this cu
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
+from xclip_pl.data.files import load_json
 from xclip_pl.data.records import VideoRecord
 
 
 def read_id_json(path: Path) -> list[str]:
     """The ids of a JSON list file (``train_ids.json`` / ``val_ids.json``), in order."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    data = load_json(path)
     if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
         raise ValueError(f"{path}: expected a JSON list of video ids (strings like 'v_QOlSCBRmfWY')")
     return data
@@ -31,8 +30,7 @@ def read_id_json(path: Path) -> list[str]:
 
 def read_activitynet_paragraphs(path: Path) -> dict[str, str]:
     """``v_<id> -> paragraph``: the entry's ``sentences``, each stripped, joined with a space."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    data = load_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object 'v_<id>' -> {{duration, timestamps, sentences}}")
     paragraphs = {}
@@ -46,8 +44,7 @@ def read_activitynet_paragraphs(path: Path) -> dict[str, str]:
 
 def read_activitynet_durations(path: Path) -> dict[str, float]:
     """``v_<id> -> duration`` in seconds, from the entries' ``duration``."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    data = load_json(path)
     durations = {}
     for key, entry in data.items():
         duration = entry.get("duration") if isinstance(entry, dict) else None

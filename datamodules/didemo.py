@@ -11,18 +11,16 @@ reference: 0..31 s, so at most 32 frames at 1 fps). Evaluation is 1:1, paragraph
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
-from xclip_pl.data.files import read_id_list
+from xclip_pl.data.files import load_json, read_id_list
 from xclip_pl.data.records import VideoRecord
 
 
 def read_didemo_paragraphs(path: Path) -> dict[str, str]:
     """``video -> paragraph``: the video's descriptions (stripped) joined with a space, in JSON order."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    data = load_json(path)
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of {{'description', 'times', 'video'}} objects")
     descriptions: dict[str, list[str]] = {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 from pytorch_lightning.utilities import rank_zero_info
 
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
+from xclip_pl.data.files import read_text
 from xclip_pl.data.records import VideoRecord
 
 SPLITS = ("train", "val", "test")
@@ -79,30 +81,28 @@ def make_row(cells: dict, line: int, path: Path, has_split: bool) -> Row:
 
 
 def _read_csv(path: Path) -> list[Row]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        absent = [c for c in REQUIRED if c not in columns]
-        if absent:
-            raise ValueError(f"{path}, line 1: missing column(s) {absent} in the header {columns}; the file needs "
-                             "columns 'video' and 'caption' (optional: 'split', 'start', 'end')")
-        reader.fieldnames = columns
-        return [make_row(cells, reader.line_num, path, "split" in columns) for cells in reader]
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    columns = [c.strip() for c in reader.fieldnames or []]
+    absent = [c for c in REQUIRED if c not in columns]
+    if absent:
+        raise ValueError(f"{path}, line 1: missing column(s) {absent} in the header {columns}; the file needs "
+                         "columns 'video' and 'caption' (optional: 'split', 'start', 'end')")
+    reader.fieldnames = columns
+    return [make_row(cells, reader.line_num, path, "split" in columns) for cells in reader]
 
 
 def _read_jsonl(path: Path) -> list[Row]:
     objects = []
-    with open(path, encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                cells = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {line}: not valid JSON ({error.msg}); one object per line") from None
-            if not isinstance(cells, dict):
-                raise ValueError(f"{path}, line {line}: expected a JSON object, got {type(cells).__name__}")
-            objects.append((line, cells))
+    for line, text in enumerate(read_text(path).splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            cells = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {line}: not valid JSON ({error.msg}); one object per line") from None
+        if not isinstance(cells, dict):
+            raise ValueError(f"{path}, line {line}: expected a JSON object, got {type(cells).__name__}")
+        objects.append((line, cells))
     has_split = any("split" in cells for _, cells in objects)
     return [make_row(cells, line, path, has_split) for line, cells in objects]
 
@@ -153,7 +153,8 @@ class FolderDataModule(VideoTextDataModule):
                  **kwargs) -> None:
         super().__init__(root=root, **kwargs)
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise ValueError(f"data.init_args.val_fraction: got {val_fraction!r}, need a number in [0, 1) (the share of videos "
+                             "held out as val without a split column)")
         self.annotations, self.video_dir, self.val_fraction = annotations, video_dir, val_fraction
         self._splits: dict[str, list[VideoRecord]] | None = None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
+from xclip_pl.data.files import read_text
 from xclip_pl.data.records import VideoRecord
 
 FIELDS = ("clip_id", "start_aligned", "end_aligned", "start_extracted", "end_extracted", "sentence")
@@ -35,11 +36,10 @@ def _parse_line(path: Path, number: int, line: str) -> tuple[str, str]:
 def read_lsmdc_annotations(path: Path) -> list[tuple[str, str]]:
     """``(clip_id, sentence)`` per non-empty line, in file order (sentences may contain quotes and commas)."""
     pairs = []
-    with open(path, encoding="utf-8", newline="") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                pairs.append(_parse_line(path, number, line))
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
+        line = line.rstrip("\r")
+        if line.strip():
+            pairs.append(_parse_line(path, number, line))
     return pairs
 
 

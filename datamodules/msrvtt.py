@@ -11,35 +11,45 @@ CSV, one caption per video, as in the reference: model selection therefore happe
 """
 from __future__ import annotations
 
-import json
+import csv
+import io
 from pathlib import Path
 
-import pandas as pd
-
 from xclip_pl.data.datamodule import Split, VideoTextDataModule
+from xclip_pl.data.files import load_json, read_text
 from xclip_pl.data.records import VideoRecord
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    """The CSV with ``columns`` as strings; a clear error naming the file if one is missing."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    absent = [c for c in columns if c not in frame.columns]
+def read_csv_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` of every data row of a UTF-8 CSV with a header; a clear error naming the file
+    (and line) if it is not UTF-8 or lacks one of ``columns``."""
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    found = [c.strip() for c in reader.fieldnames or []]
+    absent = [c for c in columns if c not in found]
     if absent:
-        raise ValueError(f"{path}: missing column(s) {absent}; found {list(frame.columns)}")
-    return frame
+        raise ValueError(f"{path}, line 1: missing column(s) {absent}; found {found}. The header line must name "
+                         f"the columns {list(columns)}")
+    reader.fieldnames = found
+    rows = []
+    for row in reader:
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue  # a blank line
+        rows.append((reader.line_num, {c: (row.get(c) or "").strip() for c in found}))
+    return rows
 
 
-def read_msrvtt_captions(path: Path) -> dict[str, list[str]]:
-    """``video_id -> captions`` (in file order) from ``MSRVTT_data.json``'s ``sentences``."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or "sentences" not in data:
+def read_msrvtt_captions(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """``video_id -> [(caption, where)]`` (in file order) from ``MSRVTT_data.json``'s ``sentences``; ``where``
+    is ``"<path>, sentences[<i>]"``."""
+    data = load_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
         raise ValueError(f"{path}: expected a JSON object with a 'sentences' list (MSRVTT_data.json format)")
-    captions: dict[str, list[str]] = {}
+    captions: dict[str, list[tuple[str, str]]] = {}
     for i, sentence in enumerate(data["sentences"]):
-        if "video_id" not in sentence or "caption" not in sentence:
-            raise ValueError(f"{path}: sentences[{i}] lacks 'video_id' or 'caption': {sentence}")
-        captions.setdefault(str(sentence["video_id"]), []).append(str(sentence["caption"]))
+        if not isinstance(sentence, dict) or "video_id" not in sentence or "caption" not in sentence:
+            raise ValueError(f"{path}, sentences[{i}]: lacks 'video_id' or 'caption': {str(sentence)[:200]}. "
+                             "Fix the entry")
+        captions.setdefault(str(sentence["video_id"]), []).append((str(sentence["caption"]), f"{path}, sentences[{i}]"))
     return captions
 
 
@@ -83,13 +93,26 @@ class MSRVTTDataModule(VideoTextDataModule):
         return self._test_records()
 
     def _train_records(self) -> list[VideoRecord]:
-        ids = _read_csv(self.root / self.train_csv, ("video_id",))["video_id"].tolist()
+        path = self.root / self.train_csv
+        rows = read_csv_rows(path, ("video_id",))
         captions = read_msrvtt_captions(self.root / self.data_json)
-        return [VideoRecord(v, Path(f"{v}.mp4"), list(captions.get(v, [])), search=video_names(v)) for v in ids]
+        records = []
+        for line, row in rows:
+            video_id = row["video_id"]
+            if not video_id:
+                raise ValueError(f"{path}, line {line}: empty video_id. Fill it in or remove the line")
+            found = captions.get(video_id, [])
+            records.append(VideoRecord(video_id, Path(f"{video_id}.mp4"), [c for c, _ in found], search=video_names(video_id),
+                                       origin=f"{path}, line {line}", caption_origins=tuple(w for _, w in found)))
+        return records
 
     def _test_records(self) -> list[VideoRecord]:
-        rows = _read_csv(self.root / self.test_csv, ("video_id", "sentence"))
-        grouped: dict[str, list[str]] = {}
-        for video_id, sentence in zip(rows["video_id"], rows["sentence"]):
-            grouped.setdefault(video_id, []).append(sentence)
-        return [VideoRecord(v, Path(f"{v}.mp4"), captions, search=video_names(v)) for v, captions in grouped.items()]
+        path = self.root / self.test_csv
+        grouped: dict[str, list[tuple[int, str]]] = {}
+        for line, row in read_csv_rows(path, ("video_id", "sentence")):
+            if not row["video_id"]:
+                raise ValueError(f"{path}, line {line}: empty video_id. Fill it in or remove the line")
+            grouped.setdefault(row["video_id"], []).append((line, row["sentence"]))
+        return [VideoRecord(v, Path(f"{v}.mp4"), [c for _, c in rows], search=video_names(v),
+                            origin=f"{path}, line {rows[0][0]}", caption_origins=tuple(f"{path}, line {n}" for n, _ in rows))
+                for v, rows in grouped.items()]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,10 @@ from xclip_pl.data.files import (
     VideoIndex,
     atomic_write,
     default_cache_dir,
+    line_of,
+    load_json,
     read_id_list,
+    read_text,
     split_name,
 )
 
@@ -77,3 +81,25 @@ def test_default_cache_dir(tmp_path, monkeypatch):
     other = default_cache_dir(tmp_path / "ro", "frame_cache")
     assert other.parent.parent == tmp_path / "home" / ".cache" / "xclip_pl" and other.name == "frame_cache"
     assert len(other.parent.name) == 12 and other != default_cache_dir(tmp_path / "ro2", "frame_cache")
+
+
+def test_read_text_names_file_line_and_column_of_a_non_utf8_byte(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes("video,caption\nv1,ok\nv2,caf\u00e9 au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}, line 3, column 7: not UTF-8 text \(byte 0xe9: "
+                                         r".*re-encode it, e\.g\. `iconv -f latin1 -t utf-8 "):
+        read_text(path)
+    path.write_bytes("\ufeffvideo\n".encode())  # a byte-order mark is dropped
+    assert read_text(path) == "video\n" and line_of("a\nb\nc", 4) == 3
+
+
+def test_load_json_names_line_and_column_and_says_when_truncated(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('{"a": [1, 2],\n "b": x}')
+    with pytest.raises(ValueError, match=r"d\.json, line 2, column 7: not valid JSON \(Expecting value\); fix the JSON"):
+        load_json(path)
+    path.write_text('{"sentences": [{"caption": "a man')
+    with pytest.raises(ValueError, match=r"line 1, column 28: .*the file ends too early \(truncated\?\)"):
+        load_json(path)
+    path.write_text('{"ok": 1}')
+    assert load_json(path) == {"ok": 1}

@@ -158,7 +158,7 @@ def test_error_lists_missing_videos_and_empty_captions_in_one_message(msrvtt_roo
     message = str(err.value)
     assert "[train] 2 of 6 videos named in the annotations are missing on disk: 'video1', 'video4'" in message
     assert "[val] 1 of 4 videos" in message and "'video7'" in message
-    assert "1 empty captions" in message and "'video0#0'" in message
+    assert f"1 empty caption(s): {root / 'MSRVTT_data.json'}, sentences[0] (video 'video0')" in message
 
 
 def test_error_empty_split_and_video_without_captions(msrvtt_root, tmp_path):
@@ -174,7 +174,7 @@ def test_error_empty_split_and_video_without_captions(msrvtt_root, tmp_path):
         dm.setup("fit")
     assert [r.video_id for r in dm.records["train"]] == ["video0"]
     pd.DataFrame({"vid": ["video0"]}).to_csv(root / "MSRVTT_train.9k.csv", index=False)
-    with pytest.raises(ValueError, match=r"MSRVTT_train.9k.csv: missing column\(s\) \['video_id'\]"):
+    with pytest.raises(ValueError, match=r"MSRVTT_train.9k.csv, line 1: missing column\(s\) \['video_id'\]"):
         make_dm(root, tmp_path).setup("fit")
 
 

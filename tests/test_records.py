@@ -12,6 +12,7 @@ from xclip_pl.data.records import (
     drop_videos_without_captions,
     examples,
     find_record_problems,
+    merge_origins,
     missing_videos_hint,
     problem_report,
 )
@@ -54,10 +55,22 @@ def test_find_record_problems(tmp_path):
     assert find_record_problems([]) == ["the split is empty (no videos)"]
     given = records(tmp_path, {"a": ["x", " "], "b": ["y"]}, {"b"}) + [VideoRecord("b", tmp_path / "b.mp4", ["z"])]
     problems = find_record_problems(given)
-    assert problems == [f"1 of 3 videos named in the annotations are missing on disk: 'a' (e.g. expected "
-                        f"{tmp_path / 'a.mp4'})", "1 duplicate video ids: 'b'",
-                        "1 empty captions (video#caption number): 'a#1'"]
+    assert problems == [(f"1 of 3 videos named in the annotations are missing on disk: 'a' (e.g. expected "
+                         f"{tmp_path / 'a.mp4'})"), "1 video id(s) listed more than once: 'b'. Keep one line per video",
+                        "1 empty caption(s): video 'a', caption 1. Write the caption or remove the entry"]
     assert find_record_problems(given, check_files=False) == problems[1:]
+
+
+def test_record_problems_name_the_file_and_line_when_records_know_them(tmp_path):
+    given = [VideoRecord("a", tmp_path / "a.mp4", ["x", ""], origin="t.csv, line 2",
+                         caption_origins=("d.json, sentences[0]", "d.json, sentences[3]")),
+             VideoRecord("b", tmp_path / "b.mp4", ["y"], origin="t.csv, line 3"),
+             VideoRecord("a", tmp_path / "a.mp4", ["x"], origin="t.csv, line 5")]
+    assert find_record_problems(given, check_files=False) == [
+        "1 video id(s) listed more than once: 'a' (t.csv, lines 2 and 5). Keep one line per video",
+        "1 empty caption(s): d.json, sentences[3] (video 'a'). Write the caption or remove the entry"]
+    assert merge_origins(["f, line 1", "f, line 2", "f, line 9", "g.json, [3]", "h, line 4"]) == \
+        "f, lines 1, 2 and 9; g.json, [3]; h, line 4"
 
 
 def test_problem_report_merges_splits_and_counts_missing_videos():

@@ -1,7 +1,9 @@
-"""File helpers of the data path: find videos by name, read id lists, write files atomically."""
+"""File helpers of the data path: find videos by name, read annotation text and JSON (errors name the file and
+line), read id lists, write files atomically."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -72,10 +74,44 @@ def default_cache_dir(root: Path, name: str) -> Path:
     return Path.home() / ".cache" / "xclip_pl" / digest / name
 
 
+def line_of(text: str | bytes, offset: int) -> int:
+    """The 1-based line number of character (or byte) ``offset`` of ``text``."""
+    return text.count(b"\n" if isinstance(text, bytes) else "\n", 0, offset) + 1
+
+
+def read_text(path: str | Path) -> str:
+    """The whole file as UTF-8 text (a leading byte-order mark is dropped). Bytes that are not UTF-8 are a
+    ValueError naming the file, the line and the byte, and how to re-encode the file."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = line_of(data, error.start)
+        start = data.rfind(b"\n", 0, error.start) + 1
+        column = len(data[start:error.start].decode("utf-8", errors="replace")) + 1
+        raise ValueError(
+            f"{path}, line {line}, column {column}: not UTF-8 text (byte 0x{data[error.start]:02x}: {error.reason}); "
+            f"annotation files must be UTF-8: re-encode it, e.g. `iconv -f latin1 -t utf-8 {path} > utf8.txt` "
+            "(replace latin1 by the file's encoding), then use the new file") from None
+
+
+def load_json(path: str | Path):
+    """The JSON value of a UTF-8 file; invalid JSON is a ValueError naming the file, line and column (and
+    saying when the file ends too early, as a truncated download does)."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        truncated = not text[error.pos:].strip() or error.msg.startswith("Unterminated string")  # ran out of text
+        hint = ("the file ends too early (truncated?): download or copy it again" if truncated
+                else "fix the JSON there")
+        raise ValueError(f"{path}, line {error.lineno}, column {error.colno}: not valid JSON ({error.msg}); "
+                         f"{hint}") from None
+
+
 def read_id_list(path: Path) -> list[str]:
     """The ids of a one-id-per-line list file, in order (surrounding blanks and empty lines ignored)."""
-    with open(path, encoding="utf-8") as handle:
-        return [line.strip() for line in handle if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 @contextmanager

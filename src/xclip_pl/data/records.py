@@ -24,6 +24,9 @@ class VideoRecord:
         end: last second to decode, or None for the end of the file.
         search: file names looked up in the video directory, in order, before ``path``: ``"<stem>.<ext>"`` or
             ``"<stem>.*"`` (any suffix); see :class:`~xclip_pl.data.files.VideoIndex`. Empty: ``path`` as given.
+        origin: where the annotations list the video, for messages (``"<file>, line <n>"``); empty if unknown.
+        caption_origins: where each caption is written (``"<file>, line <n>"`` or ``"<file>, sentences[<i>]"``),
+            one per caption, for messages; empty if unknown.
     """
 
     video_id: str
@@ -32,6 +35,8 @@ class VideoRecord:
     start: float | None = None
     end: float | None = None
     search: tuple[str, ...] = ()
+    origin: str = ""
+    caption_origins: tuple[str, ...] = ()
 
 
 def caption_pairs(records: list[VideoRecord]) -> list[tuple[int, str]]:
@@ -69,9 +74,30 @@ def drop_missing_videos(records: list[VideoRecord], mode: MissingVideos, where: 
     return kept
 
 
+def merge_origins(origins: list[str]) -> str:
+    """``"a.csv, lines 4 and 7"`` for ``["a.csv, line 4", "a.csv, line 7"]``; other origins joined with ``;``."""
+    by_file: dict[str, list[str]] = {}
+    for origin in origins:
+        file, sep, line = origin.rpartition(", line ")
+        if sep and line.isdigit():
+            by_file.setdefault(file, []).append(line)
+        else:
+            by_file.setdefault(origin, [])
+    parts = []
+    for file, lines in by_file.items():
+        if len(lines) == 1:
+            parts.append(f"{file}, line {lines[0]}")
+        elif lines:
+            parts.append(f"{file}, lines {', '.join(lines[:-1])} and {lines[-1]}")
+        else:
+            parts.append(file)
+    return "; ".join(parts)
+
+
 def find_record_problems(records: list[VideoRecord], check_files: bool = True) -> list[str]:
     """Human-readable problems of one split: empty split, missing video files, duplicate ids, empty
-    captions. An empty list means the split is usable."""
+    captions; where the records say where they come from (``origin``, ``caption_origins``) the problem names
+    the file and line. An empty list means the split is usable."""
     if not records:
         return ["the split is empty (no videos)"]
     problems = []
@@ -80,16 +106,21 @@ def find_record_problems(records: list[VideoRecord], check_files: bool = True) -
         problems.append(
             f"{len(missing)} of {len(records)} videos named in the annotations are missing on disk: "
             f"{examples([r.video_id for r in missing])} (e.g. expected {missing[0].path})")
-    seen, duplicates = set(), []
+    by_id: dict[str, list[VideoRecord]] = {}
     for record in records:
-        if record.video_id in seen:
-            duplicates.append(record.video_id)
-        seen.add(record.video_id)
+        by_id.setdefault(record.video_id, []).append(record)
+    duplicates = {video_id: group for video_id, group in by_id.items() if len(group) > 1}
     if duplicates:
-        problems.append(f"{len(duplicates)} duplicate video ids: {examples(duplicates)}")
-    empty = [f"{r.video_id}#{i}" for r in records for i, c in enumerate(r.captions) if not str(c).strip()]
+        named = [f"{video_id!r} ({merge_origins([r.origin for r in group])})" if all(r.origin for r in group)
+                 else repr(video_id) for video_id, group in duplicates.items()]
+        shown = "; ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+        problems.append(f"{len(duplicates)} video id(s) listed more than once: {shown}. Keep one line per video")
+    empty = [(r, i) for r in records for i, c in enumerate(r.captions) if not str(c).strip()]
     if empty:
-        problems.append(f"{len(empty)} empty captions (video#caption number): {examples(empty)}")
+        named = [f"{r.caption_origins[i]} (video {r.video_id!r})" if i < len(r.caption_origins)
+                 else f"video {r.video_id!r}, caption {i}" for r, i in empty]
+        shown = "; ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+        problems.append(f"{len(empty)} empty caption(s): {shown}. Write the caption or remove the entry")
     return problems
 
 
