@@ -2,13 +2,23 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
+import wandb
 from helpers_model import make_module
 from pytorch_lightning.loggers import WandbLogger
 
 from datamodules.synthetic import SyntheticDataModule
 from xclip_pl.callbacks.examples import RetrievalExamples, frame_strip, stack_strips, top_retrievals
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb_run_left_behind():
+    """Finish the disabled runs these tests start: a run left in ``wandb.run`` is what the next WandbLogger of the
+    process would reuse (Lightning takes ``wandb.run`` when one is in progress), with its non-existent directory."""
+    yield
+    wandb.finish()
 
 
 def test_top_retrievals_follow_caption_order():
@@ -91,3 +101,23 @@ def test_no_images_without_the_callback_with_zero_examples_or_without_wandb(tmp_
                          callbacks=[RetrievalExamples(num_examples=4)])
     trainer.test(module, datamodule=datamodule, verbose=False)  # no W&B logger: nothing to log to, no error
     assert "test/t2v/R@1" in trainer.callback_metrics
+
+
+def test_online_runs_get_a_table_with_an_image_per_query(tmp_path, monkeypatch):
+
+    datamodule = synthetic(tmp_path)
+    module = make_module(clip="tiny", max_words=16, max_frames=3, temporal_layers=1)
+    logger = WandbLogger(save_dir=str(tmp_path), offline=False, mode="disabled")  # online as far as the callback knows
+    tables, images = [], []
+    monkeypatch.setattr(logger, "log_table", lambda key, columns, data: tables.append((key, columns, data)))
+    monkeypatch.setattr(logger, "log_image", lambda key, images_, caption: images.append(key))
+    trainer = pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, default_root_dir=str(tmp_path),
+                         callbacks=[RetrievalExamples(num_examples=3)])
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    assert images == [] and len(tables) == 1
+    key, columns, data = tables[0]
+    assert key == "test/examples" and columns == ["query", "right video", "retrieved", "frames"] and len(data) == 3
+    pairs = datamodule.test_dataloader()[1].dataset.pairs[:3]
+    for row, (video_index, caption) in zip(data, pairs):
+        assert row[0] == caption and row[1] == datamodule.eval_video_id("test", video_index)
+        assert row[2].startswith("1. ") and isinstance(row[3], wandb.Image)

@@ -4,8 +4,9 @@
 maths on one rank's similarity rows; :func:`log_retrieval_examples` logs one image per query through a
 ``WandbLogger``: the right video's frame strip on top, then the
 strips of the videos it retrieves first, captioned with the query, the video ids, their scores and
-which one is right. (A ``wandb.Table`` of images would be nicer online, but offline runs, the default
-without a login, store its images as the word "Image": wandb issue #4611.) Frames and caption texts
+which one is right. Online runs get the same as a ``wandb.Table`` (columns query, right video, retrieved,
+frames: one row per query, the image in its cell); offline runs, the default without a login, keep the
+images, since an offline table stores its images as the word "Image" (wandb issue #4611). Frames and caption texts
 come from the datamodule (:meth:`~xclip_pl.data.datamodule.VideoTextDataModule.eval_video_frames`,
 ``eval_caption``, ``eval_video_id``).
 """
@@ -20,6 +21,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
 from xclip_pl.callbacks.base import RetrievalCallback
+from xclip_pl.callbacks.run_files import wandb_online
 from xclip_pl.evaluate.result import RetrievalResult
 
 #: frames of a video shown side by side in one thumbnail strip, and the strip's height in pixels
@@ -31,8 +33,9 @@ class RetrievalExamples(RetrievalCallback):
     """W&B retrieval examples: frame thumbnails of the videos a few captions retrieve, after every evaluation.
 
     After every validation and test, rank 0's first captions with the right video and the three videos each
-    retrieves first are logged as the images ``<stage>/examples``, captioned with the scores (W&B logger and a
-    datamodule with ``eval_video_frames`` only; otherwise nothing).
+    retrieves first are logged as ``<stage>/examples``: a ``wandb.Table`` with an image per row online, the
+    images captioned with the scores offline (W&B logger and a datamodule with ``eval_video_frames`` only;
+    otherwise nothing).
 
     Args:
         num_examples: captions logged per validation / test (rank 0's first, in caption order; 0 = none).
@@ -47,7 +50,7 @@ class RetrievalExamples(RetrievalCallback):
                 or not hasattr(datamodule, "eval_video_frames")):
             return
         retrievals = top_retrievals(result.rows, result.row_caption_index, result.row_caption_video, self.num_examples)
-        log_retrieval_examples(trainer.logger, datamodule, result.stage, retrievals)
+        log_retrieval_examples(trainer.logger, datamodule, result.stage, retrievals, table=wandb_online(trainer.logger))
 
 
 @dataclass
@@ -80,9 +83,10 @@ def frame_strip(frames: np.ndarray, frame_mask: np.ndarray, count: int = STRIP_F
     return np.concatenate(tiles, axis=1)
 
 
-def log_retrieval_examples(logger, datamodule, split: str, retrievals: list[Retrieval]) -> None:
-    """Log ``retrievals`` of the evaluation split ``split`` (``val`` / ``test``) as the image list
-    ``<split>/examples`` (one image per query, see the module doc)."""
+def log_retrieval_examples(logger, datamodule, split: str, retrievals: list[Retrieval], table: bool = False) -> None:
+    """Log ``retrievals`` of the evaluation split ``split`` (``val`` / ``test``) as ``<split>/examples``: the
+    image list (one image per query, see the module doc), or with ``table`` a ``wandb.Table`` (query, right
+    video, retrieved, frames)."""
     if not retrievals:
         return
     strips: dict[int, np.ndarray] = {}
@@ -92,13 +96,19 @@ def log_retrieval_examples(logger, datamodule, split: str, retrievals: list[Retr
             strips[video_index] = frame_strip(*datamodule.eval_video_frames(split, video_index))
         return strips[video_index]
 
-    images, captions = [], []
+    images, rows = [], []
     for r in retrievals:
         images.append(stack_strips([strip(r.true_video)] + [strip(v) for v in r.videos]))
         ranked = ", ".join(f"{k}. {datamodule.eval_video_id(split, v)} ({s:.2f}{', right' if v == r.true_video else ''})"
                            for k, (v, s) in enumerate(zip(r.videos, r.scores), start=1))
-        captions.append(f"\"{datamodule.eval_caption(split, r.caption_index)}\" | right video (top row): "
-                        f"{datamodule.eval_video_id(split, r.true_video)} | retrieved: {ranked}")
+        rows.append((datamodule.eval_caption(split, r.caption_index), datamodule.eval_video_id(split, r.true_video), ranked))
+    if table:
+        import wandb  # noqa: PLC0415
+
+        logger.log_table(key=f"{split}/examples", columns=["query", "right video", "retrieved", "frames"],
+                         data=[[*row, wandb.Image(image)] for row, image in zip(rows, images)])
+        return
+    captions = [f"\"{query}\" | right video (top row): {right} | retrieved: {ranked}" for query, right, ranked in rows]
     logger.log_image(key=f"{split}/examples", images=images, caption=captions)
 
 

@@ -9,7 +9,11 @@ the tokenizer from ``clip/`` beside the checkpoint when ``data.tokenizer`` is un
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -39,20 +43,33 @@ def convert(output_dir: str, reference_checkpoint: str | None = None, openai_cli
         raise ValueError("convert needs --reference_checkpoint (pytorch_model.bin.N) and/or --openai_clip (ViT-B-32.pt)")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if reference_checkpoint:
-        network = XCLIP(official_checkpoint=reference_checkpoint, max_words=max_words, max_frames=max_frames)
-    else:
-        network = XCLIP(clip=openai_clip, max_words=max_words, max_frames=max_frames)
-    module = XCLIPRetrieval(network)
+    with _step(f"reading {reference_checkpoint or openai_clip}"):
+        if reference_checkpoint:
+            network = XCLIP(official_checkpoint=reference_checkpoint, max_words=max_words, max_frames=max_frames)
+        else:
+            network = XCLIP(clip=openai_clip, max_words=max_words, max_frames=max_frames)
+        module = XCLIPRetrieval(network)
     clip_dir = out / "clip"
-    module.model.towers.clip.save_pretrained(clip_dir)
-    if tokenizer:
-        _copy_tokenizer(Path(tokenizer), clip_dir)
-    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": portable_hparams(module),
-                  "pytorch-lightning_version": pl.__version__, "epoch": 0, "global_step": 0}
-    torch.save(checkpoint, out / "xclip.ckpt")
+    with _step(f"writing the CLIP towers to {clip_dir}"):
+        module.model.towers.clip.save_pretrained(clip_dir)
+        if tokenizer:
+            _copy_tokenizer(Path(tokenizer), clip_dir)
+    with _step(f"writing {out / 'xclip.ckpt'}"):
+        checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": portable_hparams(module),
+                      "pytorch-lightning_version": pl.__version__, "epoch": 0, "global_step": 0}
+        torch.save(checkpoint, out / "xclip.ckpt")
     print(f"wrote {out / 'xclip.ckpt'} (CLIP towers in {clip_dir})")
     return out / "xclip.ckpt"
+
+
+@contextlib.contextmanager
+def _step(what: str) -> Iterator[None]:
+    """Progress of one conversion step on stderr, as plain lines (readable in logs): ``convert: <what> ...`` and,
+    when it is done, ``convert: <what>: done in <s> s``."""
+    print(f"convert: {what} ...", file=sys.stderr, flush=True)
+    began = time.perf_counter()
+    yield
+    print(f"convert: {what}: done in {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
 
 
 def portable_hparams(module: XCLIPRetrieval) -> dict:
