@@ -29,6 +29,15 @@ RESCORING_DEFAULTS = {"test_time": None, "test_time_temperature": 1.0, "qb_norm_
                       "qb_norm_beta": 20.0, "sinkhorn_iterations": 50}
 ALWAYS_ON = [{"class_path": "xclip_pl.callbacks.tokenizer.TokenizerCopy"},  # were module / datamodule behaviour
              {"class_path": "xclip_pl.callbacks.bad_videos.BadVideoReport", "init_args": {"filename": "bad_videos.tsv"}}]
+# issue 14 items 3-4, after the reshape: what observes a run (diagnostics, throughput, summary, progress);
+# none of them changes a hyper-parameter
+OBSERVERS = [{"class_path": "xclip_pl.callbacks.diagnostics.RetrievalDiagnostics",
+              "init_args": {"directory": "diagnostics", "heatmap_size": 32, "sample_size": 64, "stages": ["val", "test"]}},
+             {"class_path": "xclip_pl.callbacks.throughput.Throughput"},
+             {"class_path": "xclip_pl.callbacks.summary.RunSummary",
+              "init_args": {"data_filename": "data_summary.csv", "filename": "summary.txt"}},
+             {"class_path": "xclip_pl.callbacks.progress.XCLIPProgressBar",
+              "init_args": {"leave": False, "log_every_n_steps": 50, "mode": "auto", "refresh_rate": 1}}]
 
 
 def mapped(before: dict) -> dict:
@@ -53,10 +62,20 @@ def mapped(before: dict) -> dict:
     model["compile"] = False  # added after the reshape (issue 13), off in every recipe
     cfg["model"] = model
     assert cfg["trainer"]["callbacks"] is None
-    cfg["trainer"]["callbacks"] = [examples, *ALWAYS_ON]
+    cfg["trainer"]["callbacks"] = [examples, *ALWAYS_ON, *OBSERVERS]
     assert cfg.pop("optimizer") is None and cfg.pop("lr_scheduler") is None  # Lightning's auto optimizer: off
     cfg["data"]["init_args"].setdefault("missing_videos", "error")  # base argument now; was the same behaviour
     cfg["data"]["init_args"]["frame_cache"] = True  # issue 13, after the reshape: the cache is on in every recipe
+    # issue 13 item 3, after the reshape: the new default resizes with swscale; recipes that reproduce the
+    # reference's loader (frame_times: reference) keep PIL's bicubic, the resize every recipe had before
+    paper = cfg["data"]["init_args"].get("frame_times") == "reference"
+    cfg["data"]["init_args"]["resize"] = "pil" if paper else "swscale"
+    # issue 14, after the reshape: last.ckpt every 500 steps too (mid-epoch resume), `--require_checkpoint`, and
+    # the W&B logger's `id` (a resumed run continues its own run id); none changes what a run computes
+    cfg["checkpoint"]["last_every_n_train_steps"] = 500
+    cfg["require_checkpoint"] = False
+    if isinstance(cfg["trainer"].get("logger"), dict):
+        cfg["trainer"]["logger"]["init_args"]["id"] = None
     return cfg
 
 

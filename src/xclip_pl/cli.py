@@ -10,12 +10,16 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from xclip_pl.callbacks.checkpointing import XCLIPModelCheckpoint
 from xclip_pl.callbacks.prediction_writer import EmbeddingWriter
+from xclip_pl.callbacks.progress import XCLIPProgressBar
+from xclip_pl.callbacks.summary import RunSummary
 from xclip_pl.data.datamodule import VideoTextDataModule
+from xclip_pl.errors import checkpoint_error, clear_parse_errors, unwrap_instantiation_error
 from xclip_pl.loggers import XCLIPWandbLogger
 from xclip_pl.model.openai_clip import is_openai_checkpoint, tokenizer_hint
 from xclip_pl.model.presets import PRESETS
 from xclip_pl.module import XCLIPRetrieval
 from xclip_pl.tools.convert import converted_tokenizer
+from xclip_pl.train.resume import prepare_trainer, resolve_ckpt_path
 
 
 class XCLIPSaveConfig(SaveConfigCallback):
@@ -34,16 +38,22 @@ class XCLIPCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(XCLIPModelCheckpoint, "checkpoint")  # + checkpoint.ties (reference: later)
         parser.set_defaults({"checkpoint.monitor": "val/t2v/R@1", "checkpoint.mode": "max", "checkpoint.save_last": True,
-                             "checkpoint.filename": "best-epoch{epoch}-step{step}", "checkpoint.auto_insert_metric_name": False})
+                             "checkpoint.filename": "best-epoch{epoch}-step{step}", "checkpoint.auto_insert_metric_name": False,
+                             "checkpoint.last_every_n_train_steps": 500})  # a kill loses at most 500 steps
         parser.add_lightning_class_args(EmbeddingWriter, "prediction_writer")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After `fit`, test the best checkpoint (by val/t2v/R@1) on the test split.")
+        parser.add_argument("--require_checkpoint", type=bool, default=False,
+                            help="With `fit --ckpt_path last`: stop with an error when there is no last.ckpt to resume "
+                                 "(default: start a new run, after a loud message).")
         parser.link_arguments("data.init_args.max_words", "model.model.init_args.max_words")
         parser.link_arguments("data.init_args.max_frames", "model.model.init_args.max_frames")
 
     def before_instantiate_classes(self) -> None:
-        """Without ``data.init_args.tokenizer``: the tokenizer beside a converted checkpoint, or the pretrained CLIP's."""
+        """No progress-bar callback under ``enable_progress_bar: false``. Without ``data.init_args.tokenizer``: the
+        tokenizer beside a converted checkpoint, or the pretrained CLIP's."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        _drop_progress_bar_if_disabled(cfg.trainer)
         data_args, network = cfg.data.init_args, cfg.model.model.init_args
         clip = network.get("clip")
         if data_args.get("tokenizer") is not None:
@@ -72,10 +82,27 @@ class XCLIPCLI(LightningCLI):
         if isinstance(logger, XCLIPWandbLogger) and self.trainer.is_global_zero and logger._experiment is not None:
             logger.experiment.finish()
 
+    def _print_summary(self, command: str) -> None:
+        """Rank 0 prints the summary screen of the run's ``RunSummary`` callback (if it has one)."""
+        summary = next((c for c in self.trainer.callbacks if isinstance(c, RunSummary)), None)
+        if summary is not None and self.trainer.is_global_zero:
+            print(summary.report(self.trainer, command), flush=True)
+
     def after_test(self) -> None:
+        if self.subcommand == "test":
+            self._print_summary("test")
         self._finish_wandb()
 
     after_validate = after_predict = after_test
+
+    def instantiate_trainer(self, **kwargs):
+        """Lightning's trainer, plus exact resume (RNG states, loader position) and atomic checkpoint writes."""
+        return prepare_trainer(super().instantiate_trainer(**kwargs))
+
+    def before_fit(self) -> None:
+        """``--ckpt_path last``: the latest run's last.ckpt, continued in its own directory and W&B run."""
+        fit = self.config_init["fit"]
+        fit["ckpt_path"] = resolve_ckpt_path(self.trainer, fit.get("ckpt_path"), fit.get("require_checkpoint", False))
 
     def before_test(self) -> None:
         self.config_init[self.subcommand]["verbose"] = False  # the module prints one t2v / v2t table instead
@@ -84,12 +111,14 @@ class XCLIPCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if not (self.config.fit.get("test_after_fit", True) and self.trainer.state.finished):
+            self._print_summary("fit")
             self._finish_wandb()
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         if best:
             print(f"best checkpoint: {best}")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
+        self._print_summary("fit")
         self._finish_wandb()
 
 
@@ -106,6 +135,20 @@ class ParseOnlyCLI(XCLIPCLI):
 
     def after_instantiate_classes(self) -> None:
         pass
+
+
+def _drop_progress_bar_if_disabled(trainer_cfg) -> None:
+    """``trainer.enable_progress_bar: false`` wins over the recipe's ``XCLIPProgressBar`` (Lightning refuses a
+    progress-bar callback with the bar disabled)."""
+    callbacks = trainer_cfg.get("callbacks")
+    if trainer_cfg.get("enable_progress_bar") is False and isinstance(callbacks, list):
+        trainer_cfg.callbacks = [c for c in callbacks if _class_path_of(c) != _class_path_of(XCLIPProgressBar)]
+
+
+def _class_path_of(item) -> str | None:
+    if isinstance(item, type):
+        return f"{item.__module__}.{item.__qualname__}"
+    return item.get("class_path") if hasattr(item, "get") else None
 
 
 def _import_plugins() -> None:
@@ -133,17 +176,29 @@ TOOLS = {"convert": "xclip_pl.tools.convert:convert", "search": "xclip_pl.tools.
 def main(args: list[str] | None = None) -> None:
     """Console entry point: ``xclip-pl {fit,validate,test,predict}`` (LightningCLI) or ``xclip-pl {convert,search,cache}``."""
     argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] in TOOLS:
-        module, function = TOOLS[argv[0]].split(":")
-        tool = getattr(importlib.import_module(module), function)
-        if getattr(tool, "takes_cli_args", False):  # parses its own flags and the recipe's (`cache --config ...`)
-            tool(argv[1:])
-            return
-        from jsonargparse import auto_cli  # noqa: PLC0415
+    with clear_parse_errors(argv):  # a parse error ends naming the config file and line, or the key
+        if argv and argv[0] in TOOLS:
+            module, function = TOOLS[argv[0]].split(":")
+            tool = getattr(importlib.import_module(module), function)
+            if getattr(tool, "takes_cli_args", False):  # parses its own flags and the recipe's (`cache --config ...`)
+                tool(argv[1:])
+                return
+            from jsonargparse import auto_cli  # noqa: PLC0415
 
-        auto_cli(tool, args=argv[1:])
-        return
-    build_cli(args)
+            auto_cli(tool, args=argv[1:])
+            return
+        try:
+            build_cli(args)
+        except ValueError as error:  # a datamodule's own message, not jsonargparse's report around it
+            cause = unwrap_instantiation_error(error)
+            if cause is error:
+                raise
+            raise cause from None
+        except Exception as error:  # a --ckpt_path that is not a checkpoint: name it
+            clear = checkpoint_error(error, argv)
+            if clear is None:
+                raise
+            raise clear from error
 
 
 def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[XCLIPCLI] = XCLIPCLI) -> XCLIPCLI:

@@ -86,7 +86,9 @@ class XCLIPRetrieval(pl.LightningModule):
 
     What observes a run is a callback in ``trainer.callbacks`` (``xclip_pl.callbacks``): W&B retrieval examples
     (``RetrievalExamples``), test-time re-scorings (``TestTimeRescoring``), the tokenizer copy beside the
-    checkpoints (``TokenizerCopy``), the list of undecodable videos (``BadVideoReport``). Callbacks with ``on_retrieval_end`` get each evaluation's
+    checkpoints (``TokenizerCopy``), the list of undecodable videos (``BadVideoReport``), the similarity heatmap,
+    rank histogram and per-term diagnostics (``RetrievalDiagnostics``), clips/s and peak GPU memory (``Throughput``),
+    the data summary and summary screen (``RunSummary``), progress (``XCLIPProgressBar``). Callbacks with ``on_retrieval_end`` get each evaluation's
     :class:`~xclip_pl.evaluate.result.RetrievalResult`.
     """
 
