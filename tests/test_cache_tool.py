@@ -96,6 +96,34 @@ def test_changed_sampling_arguments_miss_the_cache(dataset, tmp_path, monkeypatc
     assert counts(capsys.readouterr().out) == (0, 4, 0)
 
 
+def test_jpeg_cache_format_is_filled_recognised_and_read_by_training(dataset, tmp_path, monkeypatch, capsys):
+    """``data.init_args.frame_cache_format: jpeg``: the tool writes .jpg entries, a second fill finds them whole,
+    and the datamodule trains from them without decoding; the npy entries of the same clips are other keys."""
+    monkeypatch.setattr(sys, "argv", ["xclip-pl"])
+    cache_dir = tmp_path / "frames"
+    config = write_config(tmp_path, dataset, frame_cache=True, frame_cache_dir=str(cache_dir), frame_cache_format="jpeg")
+    main(["cache", "--config", str(config), "--splits", "train"])
+    assert counts(capsys.readouterr().out) == (4, 0, 0)
+    assert len(list(cache_dir.glob("*.frames.jpg"))) == 4 and not list(cache_dir.glob("*.frames.npy"))
+    main(["cache", "--config", str(config), "--splits", "train"])
+    assert counts(capsys.readouterr().out) == (0, 4, 0)
+    main(["cache", "--config", str(config), "--splits", "train", "--data.init_args.frame_cache_format", "npy"])
+    assert counts(capsys.readouterr().out) == (4, 0, 0)  # the lossless entries are separate keys
+
+    from datamodules.msrvtt import MSRVTTDataModule
+
+    dm = MSRVTTDataModule(root=str(dataset), tokenizer_dir=str(tmp_path / "tokenizers"), frame_cache=True,
+                          frame_cache_dir=str(cache_dir), frame_cache_format="jpeg", **DATA)
+    dm.setup("fit")
+    decoded = {str(r.path): decode_clip(r.path, 3, 32)[0] for r in dm.records["train"]}
+    monkeypatch.setattr(video, "decode_clip", lambda *a, **k: pytest.fail(f"decoded {a[0]} instead of reading the cache"))
+    for batch in dm.train_dataloader():
+        for frames, index in zip(batch["frames"], batch["video_index"]):
+            want = decoded[str(dm.records["train"][int(index)].path)].astype(int)
+            error = np.abs(frames.numpy().astype(int) - want)
+            assert error.mean() < 3 and error.max() < 64  # JPEG q95 4:4:4 of 32 px frames: close, not exact
+
+
 @pytest.fixture
 def clips(tmp_path) -> list[VideoRecord]:
     return [VideoRecord(f"v{i}", write_video(tmp_path / f"v{i}.mp4", num_frames=16, rate=8, seed=i), ["x"])

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xclip_pl.data.bad_videos import BadVideoLog
-from xclip_pl.data.cache import ClipLoader
+from xclip_pl.data.cache import CacheFormat, ClipLoader
 from xclip_pl.data.dataset import EvalCaptions, EvalVideos, TrainPairs, collate
 from xclip_pl.data.files import VideoIndex, default_cache_dir
 from xclip_pl.data.records import (
@@ -112,9 +112,13 @@ class VideoTextDataModule(pl.LightningDataModule):
         tokenizer_vocab_size: largest vocabulary of the offline BPE, specials included (>= 514; at most the
             text tower's vocabulary).
         pad_token_id: id written after EOT (the reference pads with 0).
-        frame_cache: keep decoded clips as .npy files and reuse them (keyed by file identity and decoding args).
+        frame_cache: keep decoded clips on disk (``frame_cache_format``) and reuse them (keyed by file identity and decoding args).
         frame_cache_dir: where the frame cache lives when ``frame_cache`` is on; None =
             ``<root>/.xclip_pl/frame_cache`` (or ``~/.cache/xclip_pl/...`` if root is read-only).
+        frame_cache_format: how cached clips are stored. ``npy``: raw uint8, the decoded pixels exactly (reads
+            in well under a millisecond; 1.8 MiB per clip at 12 frames of 224 px); ``jpeg``: LOSSY JPEG strips at
+            quality 95 with full chroma, about half the disk on natural video and 25-90x slower reads; for
+            disk-bound sets such as ActivityNet at 64 frames (benchmarks/cache_read.py measures both).
         strict: stop at the first video that cannot be decoded (missing, empty, truncated, not a video).
             False (default): such a training pair is replaced by a pair of another video, such an evaluation
             video is scored as a miss, a warning names the file, and every bad file is logged under
@@ -148,6 +152,7 @@ class VideoTextDataModule(pl.LightningDataModule):
         pad_token_id: int = 0,
         frame_cache: bool = False,
         frame_cache_dir: str | None = None,
+        frame_cache_format: CacheFormat = "npy",
         strict: bool = False,
         missing_videos: MissingVideos = "error",
     ) -> None:
@@ -167,7 +172,7 @@ class VideoTextDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.tokenizer_source, self.tokenizer_dir = tokenizer, tokenizer_dir
         self.tokenizer_vocab_size, self.pad_token_id = tokenizer_vocab_size, pad_token_id
-        self.frame_cache, self.frame_cache_dir = frame_cache, frame_cache_dir
+        self.frame_cache, self.frame_cache_dir, self.frame_cache_format = frame_cache, frame_cache_dir, frame_cache_format
         self.strict, self.missing_videos = strict, missing_videos
         self._video_index: VideoIndex | None = None  # built on first lookup (plugins set video_dir after __init__)
         self.bad_video_log: BadVideoLog | None = None
@@ -339,7 +344,7 @@ class VideoTextDataModule(pl.LightningDataModule):
             cache = Path(self.frame_cache_dir) if self.frame_cache_dir else default_cache_dir(self.root, "frame_cache")
         return ClipLoader(self.max_frames, self.image_size, self.fps, self.frame_sampling, cache, self.strict,
                           self.bad_video_log, frame_times=self.frame_times, color_matrix=self.color_matrix,
-                          resize=self.resize)
+                          resize=self.resize, cache_format=self.frame_cache_format)
 
     def _build_datasets(self, split: str) -> Dataset | tuple[Dataset, Dataset]:
         records = self.records[split]

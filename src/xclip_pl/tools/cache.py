@@ -77,22 +77,22 @@ class CacheFill(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _entry(self, key: str) -> tuple[Path, Path]:
-        return self.loader.cache_dir / f"{key}.frames.npy", self.loader.cache_dir / f"{key}.mask.npy"
-
     def _complete(self, record: VideoRecord) -> int | None:
         """Bytes of the record's entry if it is complete, else None (also for a file that cannot be stat'ed)."""
+        loader = self.loader
         try:
-            frames_path, mask_path = self._entry(self.loader.cache_key(record))
+            key = loader.cache_key(record)
+            frames_path, mask_path = loader.entry_paths(key)
             if not mask_path.is_file():
                 return None
-            frames, mask = np.load(frames_path, mmap_mode="r"), np.load(mask_path, mmap_mode="r")
+            if loader.cache_format == "npy":  # the headers say it: no need to read the frames
+                frames, mask = np.load(frames_path, mmap_mode="r"), np.load(mask_path, mmap_mode="r")
+                whole = frames.shape == loader.frame_shape and mask.shape == (loader.max_frames,)
+            else:  # a compressed entry is whole when it decodes to the clip's shape
+                whole = loader.read_into(key, np.empty(loader.frame_shape, np.uint8)) is not None
+            return frames_path.stat().st_size + mask_path.stat().st_size if whole else None
         except (OSError, ValueError):
             return None
-        size = self.loader.image_size
-        if frames.shape != (self.loader.max_frames, size, size, 3) or mask.shape != (self.loader.max_frames,):
-            return None
-        return frames_path.stat().st_size + mask_path.stat().st_size
 
     def __getitem__(self, index: int) -> tuple[str, int, str, str]:
         record = self.records[index]
