@@ -15,8 +15,8 @@ preset, one device, no logger, no validation). The same file then fills the fram
 clipping, the recipe's callbacks and checkpointing, the real datamodule reading the warm cache with its workers)
 and runs ``trainer.fit`` for ``--warmup + --steps`` steps. :class:`StepTimer` synchronises the device at the end of
 step ``--warmup`` (compilation and the loader's start are before it) and after the last step, and reads the peak
-device memory of the timed steps. ``--checkpointing`` turns on the CLIP towers' activation checkpointing (Hugging
-Face's, non-reentrant) from a callback: the model has no switch of its own yet.
+device memory of the timed steps. ``--checkpointing`` adds ``--model.model.init_args.activation_checkpointing true`` (every CLIP
+encoder layer recomputed in the backward pass, non-reentrant).
 
 ``loader``: the datamodule's ``train_dataloader()`` (``--workers``, batch ``--batch-size``), warm cache, no model:
 clips/s over ``--batches`` batches after the first ``--skip`` (worker start-up).
@@ -79,20 +79,6 @@ class StepTimer(Callback):
                 "mfu": rate * GFLOP_PER_CLIP * 1e9 / (PEAK_TFLOPS * 1e12)}
 
 
-class ActivationCheckpointing(Callback):
-    """Recompute the CLIP encoder layers' activations in the backward (Hugging Face's, non-reentrant)."""
-
-    encoders = 0  # modules whose checkpointing flag is on (the text and the vision encoder: 2)
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        clip = pl_module.model.towers.clip
-        enable = getattr(clip, "activation_checkpointing_enable", None) or clip.gradient_checkpointing_enable
-        keyword = "activation_checkpointing_kwargs" if enable.__name__.startswith("activation") else \
-            "gradient_checkpointing_kwargs"
-        enable(**{keyword: {"use_reentrant": False}})
-        self.encoders = sum(1 for m in clip.modules() if getattr(m, "gradient_checkpointing", False) is True)
-
-
 def _sizes(smoke: bool) -> dict:
     if smoke:
         return {"clip": "tiny", "image_size": 32, "frames": 3, "words": 16}
@@ -134,16 +120,15 @@ def fit(args) -> dict:
              "--trainer.max_steps", str(args.warmup + args.steps), "--trainer.max_epochs", "1000"]
     if args.smoke:
         flags += ["--model.compile", "false"]
+    if args.checkpointing:
+        flags += ["--model.model.init_args.activation_checkpointing", "true"]
     cli = build_cli(flags, run=False)
     timer = StepTimer(args.warmup)
     cli.trainer.callbacks.append(timer)
-    checkpointing = ActivationCheckpointing()
-    if args.checkpointing:
-        cli.trainer.callbacks.append(checkpointing)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     row = timer.result(cli.model.device)
-    if args.checkpointing and checkpointing.encoders == 0:
-        raise RuntimeError("--checkpointing: no CLIP module turned its checkpointing flag on")
+    if args.checkpointing and not cli.model.model.towers.clip.vision_model.encoder.gradient_checkpointing:
+        raise RuntimeError("--checkpointing: the CLIP vision encoder's activation checkpointing is off")
     return {"what": "fit", "batch": args.batch_size, "checkpointing": args.checkpointing, "workers": args.workers,
             "precision": str(cli.trainer.precision), "compile": bool(cli.model.hparams.compile),
             "device": torch.cuda.get_device_name() if cli.model.device.type == "cuda" else "cpu", **row}

@@ -73,6 +73,8 @@ def mapped(before: dict) -> dict:
     # issue 14, after the reshape: last.ckpt every 500 steps too (mid-epoch resume), `--require_checkpoint`, and
     # the W&B logger's `id` (a resumed run continues its own run id); none changes what a run computes
     cfg["checkpoint"]["last_every_n_train_steps"] = 500
+    cfg["model"]["model"]["init_args"]["activation_checkpointing"] = False  # issue 13: memory switch, off as before
+    cfg["data"]["init_args"]["frame_cache_format"] = "npy"  # issue 13: the raw frames, as the cache stored them before
     cfg["require_checkpoint"] = False
     if isinstance(cfg["trainer"].get("logger"), dict):
         cfg["trainer"]["logger"]["init_args"]["id"] = None

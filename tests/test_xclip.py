@@ -227,7 +227,7 @@ def test_constructor_defaults_and_recorded_arguments():
                                "temporal_layer_norm_eps": 1e-12, "temporal_init": None, "temperature": 0.01,
                                "mask_padding": False, "frame_features": "clip", "text_padding_mask": False,
                                "encode_padded_frames": True, "official_checkpoint": None, "clip_config": None,
-                               "clip_dtype": "fp32", "freeze_layers": -1}
+                               "clip_dtype": "fp32", "freeze_layers": -1, "activation_checkpointing": False}
     assert all(p.dtype == torch.float32 and p.requires_grad for p in model.parameters())
 
 
@@ -245,3 +245,47 @@ def test_clip_dtype_fp16_casts_the_towers_after_the_temporal_copy_and_freeze_lay
     assert "text_model.embeddings.token_embedding.weight" in frozen and "vision_model.pre_layrnorm.weight" in frozen
     assert not any(n.startswith("text_model.encoder.layers.") for n in frozen)
     assert all(p.requires_grad for p in model.temporal.parameters())
+
+
+def test_activation_checkpointing_recomputes_the_clip_layers_and_keeps_the_gradients():
+    """``activation_checkpointing: true``: every CLIP encoder layer runs a second time in the backward pass (its
+    activations were not kept), and loss and gradients equal those of the same weights without it."""
+    from helpers_model import make_module  # noqa: PLC0415
+
+    tiny = dict(clip="tiny", max_words=16, max_frames=3, temporal_layers=1)
+    torch.manual_seed(0)
+    plain = make_module(**tiny)
+    checkpointed = make_module(**tiny, activation_checkpointing=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    ids, mask = random_ids(4, 16, lengths=[4, 8, 6])
+    batch = {"input_ids": ids, "attention_mask": mask, "video_index": torch.arange(4),
+             "frames": torch.randint(0, 256, (4, 3, 32, 32, 3), dtype=torch.uint8),
+             "frame_mask": torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]], dtype=torch.bool)}
+    results = []
+    for module in (plain, checkpointed):
+        calls = {"vision": 0, "text": 0}
+        clip = module.model.towers.clip
+        for key, tower in (("vision", clip.vision_model), ("text", clip.text_model)):
+            mlp = tower.encoder.layers[0].mlp  # counted inside the layer (the recompute runs no module hooks)
+            mlp.forward = _counting(mlp.forward, calls, key)
+        module.train()
+        loss = module.training_step(batch, 0)
+        forward_only = dict(calls)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads, forward_only, dict(calls)))
+    (loss0, grads0, fwd0, all0), (loss1, grads1, fwd1, all1) = results
+    assert fwd0 == fwd1 == {"vision": 1, "text": 1}
+    assert all0 == {"vision": 1, "text": 1} and all1 == {"vision": 2, "text": 2}  # recomputed in backward
+    torch.testing.assert_close(loss1, loss0, rtol=0, atol=0)
+    assert grads1.keys() == grads0.keys() and grads0
+    for name, grad in grads0.items():
+        torch.testing.assert_close(grads1[name], grad, rtol=1e-6, atol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def _counting(forward, calls: dict, key: str):
+    def counted(*args, **kwargs):
+        calls[key] += 1
+        return forward(*args, **kwargs)
+    return counted
