@@ -272,7 +272,7 @@ def test_clip_directory_that_does_not_exist(base, tmp_path):
     missing = tmp_path / "clip-b32"
     kind, seen = run(["fit", "--config", str(config(tmp_path, base)), "--model.model.init_args.clip", str(missing)])
     assert kind == "ValueError"
-    assert f"clip='{missing}': could not load a CLIP model" in seen and "Presets: [" in seen
+    assert f"clip='{missing}': no such directory" in seen and "a preset: [" in seen
 
 
 def test_missing_checkpoint_names_the_path(base, tmp_path):

@@ -24,15 +24,22 @@ def read_index(frame: np.ndarray) -> int:
 
 
 def write_index_clip(path: Path, num_frames: int, rate: int = 10, codec: str = "libx264",
-                     size: tuple[int, int] = (64, 48), pts_ms: list[int] | None = None, preset: str = "ultrafast") -> Path:
+                     size: tuple[int, int] = (64, 48), pts_ms: list[int] | None = None, preset: str = "ultrafast",
+                     options: dict[str, str] | None = None, gop_size: int = 8) -> Path:
     """A clip whose frame i is a flat index_colour(i); optional explicit timestamps in ms (VFR). x264's
-    ``ultrafast`` preset writes no B-frames, ``medium`` (its default) does."""
+    ``ultrafast`` preset writes no B-frames, ``medium`` (its default) does; ``options`` adds encoder options."""
     width, height = size
-    options = {"crf": "12", "preset": preset} if codec == "libx264" else {"crf": "20", "b": "0"}
+    if codec == "libx264":
+        base = {"crf": "12", "preset": preset}
+    elif codec in ("libx265", "mpeg4", "mpeg2video"):
+        base = {}
+    else:
+        base = {"crf": "20", "b": "0"}
+    options = {**base, **(options or {})}
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=rate, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.gop_size = 8
+        stream.codec_context.gop_size = gop_size
         if pts_ms is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         for index in range(num_frames):
@@ -276,8 +283,10 @@ def test_header_too_long_with_b_frames(b_frame_clip: Path, monkeypatch: pytest.M
 
 
 class _FakeFrame:
+    time_base = Fraction(1, 10)
+
     def __init__(self, index: int) -> None:
-        self.index, self.time = index, index / 10
+        self.index, self.pts, self.time = index, index, index / 10
 
     def to_image(self):
         from PIL import Image
@@ -333,6 +342,152 @@ def test_skipping_with_variable_frame_rate(tmp_path: Path, monkeypatch: pytest.M
     skipped, full, (skipped_count, full_count) = _decode_both(monkeypatch, path, max_frames=10, sampling="head")
     np.testing.assert_array_equal(skipped[0], full[0])
     assert [times_ms[i] for i in kept_indices(*skipped)] == list(range(0, 10_000, 1000))
+
+
+
+class _ReorderingStream:
+    """A B-pyramid stream as a decoder sees it: decode order I0 P4 B2 b1 b3 P8 B6 b5 b7 P12 ... (frame i at
+    i / 10 s; the odd frames are non-reference, dropped under NONREF), frames come out in time order two frames
+    late (as H.264's reorder buffer does), a last packet without pts flushes. ``lost``: frames that never come
+    out (as if their packet did not decode)."""
+
+    time_base = Fraction(1, 10)
+
+    def __init__(self, num_frames: int = 17, lost: frozenset[int] = frozenset()) -> None:
+        self.codec_context = type("Codec", (), {"skip_frame": "DEFAULT"})()
+        self.decoded: list[int] = []
+        self.lost, self.buffer = lost, []
+        self.order = [0]
+        for anchor in range(4, num_frames + 3, 4):
+            self.order += [index for index in (anchor, anchor - 2, anchor - 3, anchor - 1) if index < num_frames]
+
+    def packets(self):
+        for index in self.order:
+            yield type("Packet", (), {"pts": index, "decode": lambda _, i=index: self._decode(i)})()
+        yield type("Packet", (), {"pts": None, "decode": lambda _: self._flush()})()
+
+    def _decode(self, index: int) -> list[_FakeFrame]:
+        if index % 2 and self.codec_context.skip_frame == "NONREF":
+            return []
+        self.decoded.append(index)
+        if index not in self.lost:
+            self.buffer.append(index)
+        self.buffer.sort()
+        out = []
+        while len(self.buffer) > 2:
+            out.append(_FakeFrame(self.buffer.pop(0)))
+        return out
+
+    def _flush(self) -> list[_FakeFrame]:
+        out, self.buffer = [_FakeFrame(index) for index in self.buffer], []
+        return out
+
+
+def _grab_reordered(targets: list[float], skip: bool, **kwargs) -> tuple[list[int], list[int]]:
+    stream = _ReorderingStream(**kwargs)
+    container = type("Container", (), {"demux": lambda _, s: s.packets()})()
+    timing = video._StreamTiming(origin=0.0, duration=1.7, frame_interval=0.1)
+    to_pixels = video.FrameConverter(16, resize="pil")
+    kept = video._grab_frames(container, stream, timing, targets, to_pixels, skip_nonref=skip)
+    return [read_index(frame) for frame in kept], stream.decoded
+
+
+def test_skip_inside_a_window_on_a_reordering_stream() -> None:
+    """b3 comes after B2 in decode order, in the same window (0.15 s .. 0.45 s) and later than B2: B2 is kept
+    for the 0.2 s target, b3 cannot be kept by any target, so it is not decoded, though B2 has not come out of
+    the decoder yet when b3 is demuxed (the rule before the next target's window alone decodes it)."""
+    targets = [0.0, 0.2, 0.5, 1.3]
+    kept, decoded = _grab_reordered(targets, skip=True)
+    full, every = _grab_reordered(targets, skip=False)
+    assert kept == full == [0, 2, 5, 13]
+    assert every == [0, 4, 2, 1, 3, 8, 6, 5, 7, 12, 10, 9, 11, 16, 14, 13]
+    assert decoded == [0, 4, 2, 8, 6, 5, 12, 10, 16, 14, 13]  # 1, 7, 9, 11: before the next window; 3: inside
+    # every frame a target: nothing is inside a window after an earlier frame, only the lag is skipped
+    kept, _ = _grab_reordered([k / 10 for k in range(17)], skip=True)
+    assert kept == list(range(17))
+    # the stream ends before the last target: the last frame (16) is reference, decoded, kept
+    kept, _ = _grab_reordered([0.0, 0.2, 1.62], skip=True)
+    full, _ = _grab_reordered([0.0, 0.2, 1.62], skip=False)
+    assert kept == full == [0, 2, 16]
+
+
+def test_a_frame_that_justified_skipping_must_come_out() -> None:
+    """If B2 (decoded, the reason to skip b3) never comes out, b3 is the 0.2 s target's frame of the full
+    decode: the skipping pass is given up, never answered with another frame."""
+    targets = [0.0, 0.2, 0.5]
+    full, _ = _grab_reordered(targets, skip=False, lost=frozenset({2}))
+    assert full == [0, 3, 5]
+    with pytest.raises(video._NeedsFullDecode):
+        _grab_reordered(targets, skip=True, lost=frozenset({2}))
+
+
+#: clips with different frame structures (index-coloured, 10 fps): B-pyramids, plain B-frames, none, short and
+#: long GOPs, variable frame rate, MPEG-4 part 2 and HEVC B-frames
+_STRUCTURE_CLIPS = {
+    "x264-default-gop8": dict(preset="medium"),
+    "x264-default-gop250": dict(preset="medium", gop_size=250),
+    "x264-bframes3-no-pyramid": dict(preset="medium", options={"x264-params": "bframes=3:b-pyramid=none:b-adapt=0"}),
+    "x264-bframes5-strict-pyramid": dict(preset="medium", gop_size=40,
+                                         options={"x264-params": "bframes=5:b-pyramid=strict:b-adapt=0"}),
+    "x264-bframes16-normal-pyramid": dict(preset="medium", gop_size=60,
+                                          options={"x264-params": "bframes=16:b-pyramid=normal:b-adapt=0"}),
+    "x264-no-bframes": dict(preset="medium", options={"bf": "0"}),
+    "x264-vfr": dict(preset="medium", gop_size=30,
+                     pts_ms=[130 * k for k in range(20)] + [2600 + 45 * k for k in range(50)]
+                     + [4850 + 210 * k for k in range(30)]),
+    "mpeg4-bframes2": dict(codec="mpeg4", options={"bf": "2", "qscale": "2"}),
+    "hevc-default": dict(codec="libx265", gop_size=32, options={"x265-params": "log-level=error"}),
+}
+_SAMPLINGS = [
+    dict(max_frames=4), dict(max_frames=12), dict(max_frames=10, sampling="head"), dict(max_frames=3, sampling="tail"),
+    dict(max_frames=8, fps=3.0), dict(max_frames=100, fps=10.0), dict(max_frames=60, fps=7.0),
+    dict(max_frames=4, start=2, end=7), dict(max_frames=5, fps=2.0, start=1.5),
+]
+
+
+@pytest.fixture(scope="module")
+def structure_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("structures")
+    return {name: write_index_clip(folder / f"{name}.mp4", num_frames=len(spec.get("pts_ms", [])) or 100, **spec)
+            for name, spec in _STRUCTURE_CLIPS.items()}
+
+
+@pytest.mark.parametrize("clip", list(_STRUCTURE_CLIPS))
+def test_skipping_keeps_the_same_frames_on_every_structure(structure_clips: dict[str, Path],
+                                                          monkeypatch: pytest.MonkeyPatch, clip: str) -> None:
+    """skip_nonref=True and False give the same bytes for every sampling on every frame structure, and the
+    kept frames are the ones at the targets (index colours)."""
+    path = structure_clips[clip]
+    times = _STRUCTURE_CLIPS[clip].get("pts_ms")
+    check_indices = times is None and not clip.startswith("mpeg4")  # MPEG-4 part 2 blurs the index colours
+    skipped_total = full_total = 0
+    for kwargs in _SAMPLINGS:
+        skipped, full, (skipped_count, full_count) = _decode_both(monkeypatch, path, **kwargs)
+        np.testing.assert_array_equal(skipped[0], full[0], err_msg=str(kwargs))
+        np.testing.assert_array_equal(skipped[1], full[1], err_msg=str(kwargs))
+        skipped_total, full_total = skipped_total + skipped_count, full_total + full_count
+        if kwargs == dict(max_frames=100, fps=10.0) and check_indices:
+            assert kept_indices(*skipped) == list(range(100))  # every frame, each once, in order
+        if kwargs == dict(max_frames=4) and check_indices:
+            assert kept_indices(*skipped) == [0, 30, 60, 90]
+    assert skipped_total <= full_total
+
+
+def test_skipping_keeps_the_same_frames_on_the_benchmark_clip(tmp_path: Path) -> None:
+    """benchmarks/decode.py's own clip (15 s, 30 fps, x264 defaults, keyframes at 0 and 250): same bytes with
+    and without skipping, for the benchmark's call and denser ones."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location(
+        "decode_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "decode.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    path = benchmark.write_benchmark_clip(tmp_path / "bench.mp4")
+    for kwargs in (dict(max_frames=12), dict(max_frames=12, fps=2.0), dict(max_frames=40, fps=3.0, start=4.5)):
+        skipped = decode_clip(path, image_size=64, skip_nonref=True, **kwargs)
+        full = decode_clip(path, image_size=64, skip_nonref=False, **kwargs)
+        np.testing.assert_array_equal(skipped[0], full[0], err_msg=str(kwargs))
+        np.testing.assert_array_equal(skipped[1], full[1], err_msg=str(kwargs))
 
 
 # ------------------------------------------------------------------ bad files vs programming errors

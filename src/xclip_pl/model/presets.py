@@ -59,6 +59,7 @@ def build_clip(clip: str | CLIPModel | CLIPConfig) -> CLIPModel:
 
     if is_openai_checkpoint(clip):
         return clip_from_openai(clip)
+    _check_local_path(clip)
     try:
         return CLIPModel.from_pretrained(clip, dtype=torch.float32, attn_implementation="sdpa")
     except OSError as err:
@@ -69,3 +70,14 @@ def build_clip(clip: str | CLIPModel | CLIPConfig) -> CLIPModel:
             f"Presets: {sorted(PRESETS)}. Without network, download the model elsewhere "
             f"(e.g. `huggingface-cli download openai/clip-vit-base-patch32 --local-dir DIR`) and set clip: DIR."
         ) from err
+
+
+def _check_local_path(clip: str) -> None:
+    """A ``clip`` that can only be a path (absolute, ``./``, ``../``, ``~``, or more than one ``/``, which no hub
+    id has) and does not exist: say so, rather than the hub client's "Repo id must be in the form ..."."""
+    path = Path(clip).expanduser()
+    looks_like_path = clip.startswith(("/", ".", "~")) or clip.count("/") > 1 or "\\" in clip
+    if looks_like_path and not path.exists():
+        raise ValueError(f"clip={clip!r}: no such directory ({path.resolve()}). Give a CLIP directory saved with "
+                         "`save_pretrained` (config.json + weights), an OpenAI checkpoint file, a hub id such as "
+                         f"openai/clip-vit-base-patch32, or a preset: {sorted(PRESETS)}")
