@@ -25,11 +25,8 @@ Three switches reproduce the reference where it differs from this default:
 """
 from __future__ import annotations
 
-import bisect
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -44,7 +41,6 @@ ColorMatrix = Literal["tagged", "bt601"]
 ResizeMethod = Literal["swscale", "pil"]
 
 _TIME_EPS = 1e-6
-_NO_TICK = float("inf")  # no pts yet
 
 
 class VideoDecodeError(RuntimeError):
@@ -229,22 +225,6 @@ def _seek_before(container: av.container.InputContainer, stream: av.VideoStream,
     container.seek(int(seconds / stream.time_base), stream=stream, backward=True, any_frame=False)
 
 
-def _tick_thresholds(windows: list[float], origin: float, time_base: Fraction) -> list[int]:
-    """For each window (seconds from ``origin``), the smallest pts whose frame is at or after it, by the very
-    float arithmetic the frames' times go through (PyAV's ``float(pts) * num / den``, minus ``origin``), so
-    that ``pts < threshold`` says exactly ``relative time < window`` for the frame of that pts."""
-    num, den = time_base.numerator, time_base.denominator
-    thresholds = []
-    for window in windows:
-        ticks = math.floor((window + origin) * den / num)
-        while float(ticks) * num / den - origin >= window:
-            ticks -= 1
-        while float(ticks) * num / den - origin < window:
-            ticks += 1
-        thresholds.append(ticks)
-    return thresholds
-
-
 def _grab_frames(
     container: av.container.InputContainer,
     stream: av.VideoStream,
@@ -254,121 +234,47 @@ def _grab_frames(
     skip_nonref: bool = False,
 ) -> list[np.ndarray]:
     """Decode up to the last target; for each target keep the first frame with time >= target - half an
-    interval (its *window*; or the last frame if the stream ends within a frame interval of the target),
-    converted by ``to_pixels`` (a :class:`FrameConverter`).
-
-    With ``skip_nonref``, the decoder drops the packets of non-reference frames (no frame is predicted from
-    them, so nothing else changes) that no target can keep:
-
-    * those before the window of the next target not yet kept;
-    * those inside a window (at or after window j, before window j + 1) when a packet with an earlier time
-      in the same window has already been sent to be decoded: frames come out in time order, so that earlier
-      frame (or one before it) is kept for target j and for every target before it, and the later frame is
-      before window j + 1, so no later target can keep it. As the frames come out it is checked that they
-      do in time order and that the first frame out at or after each window is before every frame skipped
-      inside it (else the pass is given up).
+    interval (or the last frame if the stream ends within a frame interval of the target), converted by
+    ``to_pixels`` (a :class:`FrameConverter`). With
+    ``skip_nonref``, packets of non-reference frames whose time is before the next target's window
+    are dropped by the decoder (no frame is predicted from them, so nothing else changes).
 
     Raises _StreamEndedEarly when the stream ends clearly before the targets (wrong header duration),
     _NeedsFullDecode when a skipped frame could have mattered.
     """
     half = 0.5 * timing.frame_interval
-    windows = [target - half - _TIME_EPS for target in targets]
-    count = len(windows)
     origin = timing.origin
     if origin is not None and targets[0] - half > timing.frame_interval:
         _seek_before(container, stream, origin + targets[0] - half)
     codec = stream.codec_context
-    time_base = stream.time_base
-    # a PyAV without the setting decodes everything
-    skip_nonref = skip_nonref and hasattr(codec, "skip_frame") and bool(time_base)
+    skip_nonref = skip_nonref and hasattr(codec, "skip_frame")  # a PyAV without the setting decodes everything
+    seconds_per_tick = float(stream.time_base) if stream.time_base else 0.0
     kept: list[np.ndarray] = []
-    next_window = windows[0]  # windows[len(kept)]
     last_frame, last_time = None, None
-    # skipping state, in ticks of the stream's time base
-    thresholds: list[int] | None = None  # windows in ticks, once the origin is known
-    next_threshold = 0  # thresholds[len(kept)]
-    window_index, window_low, window_high = -1, 0, -1  # the window of the latest packet at or past the next one
-    first_sent = [_NO_TICK] * count  # per window: the earliest pts sent to be decoded
-    skipped_inside = [_NO_TICK] * count  # per window: the earliest pts skipped inside it
-    first_out = [_NO_TICK] * count  # per window: the pts of the first frame out of the decoder at or after it
-    checked, next_check = 0, _NO_TICK  # windows whose first frame came out; thresholds[checked]
-    in_order = True  # the frames have come out in time order
-    skipped_until = None  # latest pts of a skipped packet
-    skipped_any_inside = False
-    last_pts = None  # pts of the latest frame out of the decoder
+    skipped_until = None  # latest time of a skipped packet
     skipping = False  # the decoder's skip_frame setting is NONREF
-    checked_time_base = False
-    if skip_nonref and origin is not None:
-        thresholds = _tick_thresholds(windows, origin, time_base)
-        next_threshold = next_check = thresholds[0]
     for packet in container.demux(stream):
-        if thresholds is not None:
-            pts = packet.pts
-            if pts is None:
-                skip = False
-            elif pts < next_threshold:
-                skip = True
-            else:
-                if not window_low <= pts < window_high:
-                    window_index = bisect.bisect_right(thresholds, pts) - 1
-                    window_low = thresholds[window_index]
-                    window_high = thresholds[window_index + 1] if window_index + 1 < count else _NO_TICK
-                if window_index < checked:  # the window's first frame is out: later ones are not kept
-                    skip = in_order and first_out[window_index] < pts
-                else:  # an earlier packet of the window is being decoded: its frame will come out first
-                    first = first_sent[window_index]
-                    skip = in_order and first < pts
-                    if skip:
-                        skipped_inside[window_index] = min(skipped_inside[window_index], pts)
-                    elif pts < first:
-                        first_sent[window_index] = pts
-                skipped_any_inside = skipped_any_inside or skip
+        if skip_nonref:
+            packet_time = _packet_time(packet, seconds_per_tick, origin)
+            skip = packet_time is not None and packet_time < targets[len(kept)] - half - _TIME_EPS
             if skip != skipping:  # set only on a change: the setter is not free
                 codec.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
-            if skip and (skipped_until is None or pts > skipped_until):
-                skipped_until = pts
+            if skip:
+                skipped_until = packet_time if skipped_until is None else max(skipped_until, packet_time)
         for frame in packet.decode():
-            if skip_nonref:
-                frame_pts = frame.pts
-                if frame_pts is None:
-                    if skipped_until is not None:
-                        raise _NeedsFullDecode  # times are counted frame by frame: every frame must be seen
-                else:
-                    if last_pts is not None and frame_pts < last_pts:  # frames out of time order
-                        if skipped_any_inside:
-                            raise _NeedsFullDecode
-                        in_order = False  # skip inside windows no more
-                    last_pts = frame_pts
-                    if frame_pts >= next_check:  # the first frame out at or after windows[checked] (and more)
-                        while checked < count and thresholds[checked] <= frame_pts:
-                            if skipped_inside[checked] < frame_pts:
-                                raise _NeedsFullDecode  # a skipped frame came before it: the window's frame
-                            first_out[checked] = frame_pts
-                            checked += 1
-                        next_check = thresholds[checked] if checked < count else _NO_TICK
-                if not checked_time_base and thresholds is not None:
-                    if frame.time_base != time_base:
-                        raise _NeedsFullDecode  # the packets' ticks are not the frames'
-                    checked_time_base = True
+            if frame.time is None and skipped_until is not None:
+                raise _NeedsFullDecode  # times are counted frame by frame: every frame must be seen
             time = _frame_time(frame, last_time, timing.frame_interval)
-            if origin is None:
-                origin = time
-                if skip_nonref and frame.pts is not None and frame.time_base == time_base:
-                    thresholds = _tick_thresholds(windows, origin, time_base)
-                    next_threshold, next_check = thresholds[len(kept)], thresholds[0]
+            origin = time if origin is None else origin
             relative = time - origin
-            if relative >= next_window:
+            if relative >= targets[len(kept)] - half - _TIME_EPS:
                 pixels = to_pixels(frame)
-                while len(kept) < count and relative >= windows[len(kept)]:
+                while len(kept) < len(targets) and relative >= targets[len(kept)] - half - _TIME_EPS:
                     kept.append(pixels)
-                if len(kept) == count:
+                if len(kept) == len(targets):
                     return kept
-                next_window = windows[len(kept)]
-                if thresholds is not None:
-                    next_threshold = thresholds[len(kept)]
             last_frame, last_time = frame, relative
-    if skipped_until is not None and (last_frame is None or last_frame.pts is None
-                                      or skipped_until > last_frame.pts):
+    if skipped_until is not None and (last_time is None or skipped_until > last_time):
         raise _NeedsFullDecode  # the stream's true last frame may have been skipped
     if last_frame is None:
         return kept
@@ -377,6 +283,14 @@ def _grab_frames(
         raise _StreamEndedEarly(last_time + max(timing.frame_interval, _TIME_EPS))
     pixels = to_pixels(last_frame)
     return kept + [pixels] * (len(targets) - len(kept))
+
+
+def _packet_time(packet: av.Packet, seconds_per_tick: float, origin: float | None) -> float | None:
+    """Presentation time of a packet's frame relative to the stream origin, None if unknown
+    (``seconds_per_tick``: the stream's time base as a float, 0.0 if it has none)."""
+    if packet.pts is None or origin is None or not seconds_per_tick:
+        return None
+    return packet.pts * seconds_per_tick - origin
 
 
 def _decode_once(
