@@ -474,6 +474,48 @@ def test_skipping_keeps_the_same_frames_on_the_benchmark_clip(tmp_path: Path) ->
         np.testing.assert_array_equal(skipped[1], full[1], err_msg=str(kwargs))
 
 
+@pytest.mark.parametrize("options", [{}, {"bf": "0"}, {"x264-params": "bframes=5:b-pyramid=strict:b-adapt=0"}])
+def test_jumping_to_keyframes_keeps_the_same_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    options: dict[str, str]) -> None:
+    """20 s at 5 fps with a keyframe every second and sparse targets: the decoder jumps over whole GOPs to the
+    keyframe before each target (fewer frames decoded) and keeps the same bytes as a full decode."""
+    path = write_index_clip(tmp_path / "short_gops.mp4", num_frames=100, rate=5, preset="medium", gop_size=5,
+                            options={"sc_threshold": "0", **options})
+    jumps = []
+    original = video._jump_index
+    monkeypatch.setattr(video, "_jump_index", lambda *a: jumps.append(original(*a)) or jumps[-1])
+    for kwargs in (dict(max_frames=4), dict(max_frames=3, sampling="head", fps=0.25), dict(max_frames=5, start=3.3),
+                   dict(max_frames=6, fps=0.3)):
+        jumps.clear()
+        skipped, full, (skipped_count, full_count) = _decode_both(monkeypatch, path, **kwargs)
+        np.testing.assert_array_equal(skipped[0], full[0], err_msg=str(kwargs))
+        np.testing.assert_array_equal(skipped[1], full[1], err_msg=str(kwargs))
+        assert any(jumps), kwargs  # whole GOPs were jumped over
+        assert skipped_count < full_count / 2, kwargs
+    frames, frame_mask = decode_clip(path, max_frames=4, image_size=16)
+    assert kept_indices(frames, frame_mask) == [0, 30, 60, 95]  # times 0, 6, 12, 19 s
+
+
+def test_no_jump_to_a_keyframe_with_leading_frames() -> None:
+    """The jump rule on hand-made packet lists (0.1 s ticks, window 1.5 s, frame 0 decoded): a closed keyframe
+    before the window is jumped to; one followed in decode order by a frame shown before it (open GOP) is not,
+    nor one when a frame before it in decode order is shown inside the window."""
+    def packet(pts: int, key: bool = False):
+        return type("Packet", (), {"pts": pts, "dts": pts - 1, "is_keyframe": key})()
+
+    behind = video._PtsBound()
+    behind.add(0)
+    closed = [packet(1), packet(2), packet(3, key=True), packet(4), packet(5), packet(20)]
+    ahead = video.deque()
+    assert video._jump_index(iter(closed), ahead, behind, 1.5, 0.1, 0.0) == 2
+    open_gop = [packet(1), packet(2), packet(4, key=True), packet(3), packet(5), packet(20)]
+    ahead = video.deque()
+    assert video._jump_index(iter(open_gop), ahead, behind, 1.5, 0.1, 0.0) == 0
+    late = [packet(1), packet(16), packet(17, key=True), packet(18), packet(20)]  # 1.6 s is past the window
+    ahead = video.deque()
+    assert video._jump_index(iter(late), ahead, behind, 1.5, 0.1, 0.0) == 0
+
+
 # ------------------------------------------------------------------ bad files vs programming errors
 @pytest.mark.parametrize("error", [IndexError, ZeroDivisionError, ValueError, TypeError])
 def test_programming_errors_are_not_bad_videos(ten_second_clip: Path, monkeypatch: pytest.MonkeyPatch,

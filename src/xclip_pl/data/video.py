@@ -9,7 +9,9 @@ This port computes the target *timestamps* of the kept frames first, then decode
 only up to the last of them and converts to RGB only the frames it keeps. Timestamps (not
 ``index / frame_rate``) make it correct for variable-frame-rate video. Packets of non-reference
 frames (most B-frames) that lie before the next target are not decoded at all: no other frame is
-predicted from them, so the kept frames are the same bytes as with a full decode (``skip_nonref``).
+predicted from them, so the kept frames are the same bytes as with a full decode (``skip_nonref``); whole
+GOPs before the next target are not decoded either when a keyframe ahead splits the stream in time there
+(the decoder jumps to it: :func:`_jump_index`).
 
 Three switches reproduce the reference where it differs from this default:
 
@@ -25,7 +27,9 @@ Three switches reproduce the reference where it differs from this default:
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -237,7 +241,8 @@ def _grab_frames(
     interval (or the last frame if the stream ends within a frame interval of the target), converted by
     ``to_pixels`` (a :class:`FrameConverter`). With
     ``skip_nonref``, packets of non-reference frames whose time is before the next target's window
-    are dropped by the decoder (no frame is predicted from them, so nothing else changes).
+    are dropped by the decoder (no frame is predicted from them, so nothing else changes), and the decoder
+    jumps ahead to a keyframe that splits the stream before the next target's window (:func:`_jump_index`).
 
     Raises _StreamEndedEarly when the stream ends clearly before the targets (wrong header duration),
     _NeedsFullDecode when a skipped frame could have mattered.
@@ -249,11 +254,35 @@ def _grab_frames(
     codec = stream.codec_context
     skip_nonref = skip_nonref and hasattr(codec, "skip_frame")  # a PyAV without the setting decodes everything
     seconds_per_tick = float(stream.time_base) if stream.time_base else 0.0
+    jumps = skip_nonref and origin is not None and seconds_per_tick > 0 and hasattr(codec, "flush_buffers")
     kept: list[np.ndarray] = []
     last_frame, last_time = None, None
     skipped_until = None  # latest time of a skipped packet
     skipping = False  # the decoder's skip_frame setting is NONREF
-    for packet in container.demux(stream):
+    demuxed = iter(container.demux(stream))
+    ahead: deque[av.Packet] = deque()  # packets read from the demuxer, not yet decoded or dropped
+    behind = _PtsBound()  # pts of every packet taken from ``ahead`` (decoded or dropped)
+    keyframe, jumped_to = None, None  # the keyframe of the last jump and its pts: every later packet is shown after it
+    awaited = None  # pts of that keyframe until its frame has come out, the first after the jump
+    while True:
+        if not ahead:
+            if jumps:
+                window = targets[len(kept)] - half - _TIME_EPS
+                jump = _jump_index(demuxed, ahead, behind, window, seconds_per_tick, origin)
+                if jump:
+                    for _ in range(jump):
+                        behind.add(ahead.popleft().pts)
+                    codec.flush_buffers()  # as a seek does; the frames still inside are all before the window
+                    keyframe = ahead[0]
+                    jumped_to = awaited = keyframe.pts
+            else:
+                ahead.extend(itertools.islice(demuxed, 1))
+            if not ahead:
+                break
+        packet = ahead.popleft()
+        behind.add(packet.pts)
+        if jumped_to is not None and packet is not keyframe and packet.pts is not None and packet.pts <= jumped_to:
+            raise _NeedsFullDecode  # a frame shown before the keyframe jumped to (an open GOP's leading frame)
         if skip_nonref:
             packet_time = _packet_time(packet, seconds_per_tick, origin)
             skip = packet_time is not None and packet_time < targets[len(kept)] - half - _TIME_EPS
@@ -262,8 +291,12 @@ def _grab_frames(
             if skip:
                 skipped_until = packet_time if skipped_until is None else max(skipped_until, packet_time)
         for frame in packet.decode():
-            if frame.time is None and skipped_until is not None:
+            if frame.time is None and (skipped_until is not None or jumped_to is not None):
                 raise _NeedsFullDecode  # times are counted frame by frame: every frame must be seen
+            if awaited is not None:
+                if frame.pts != awaited:
+                    raise _NeedsFullDecode  # the decoder did not restart at the keyframe
+                awaited = None
             time = _frame_time(frame, last_time, timing.frame_interval)
             origin = time if origin is None else origin
             relative = time - origin
@@ -274,6 +307,8 @@ def _grab_frames(
                 if len(kept) == len(targets):
                     return kept
             last_frame, last_time = frame, relative
+    if awaited is not None:
+        raise _NeedsFullDecode  # the keyframe jumped to never came out
     if skipped_until is not None and (last_time is None or skipped_until > last_time):
         raise _NeedsFullDecode  # the stream's true last frame may have been skipped
     if last_frame is None:
@@ -283,6 +318,74 @@ def _grab_frames(
         raise _StreamEndedEarly(last_time + max(timing.frame_interval, _TIME_EPS))
     pixels = to_pixels(last_frame)
     return kept + [pixels] * (len(targets) - len(kept))
+
+
+class _PtsBound:
+    """The largest pts of a set of packets, ``unknown`` once one of them had none."""
+
+    def __init__(self) -> None:
+        self.largest: int | None = None
+        self.unknown = False
+
+    def add(self, pts: int | None) -> None:
+        if pts is None:
+            self.unknown = True
+        elif self.largest is None or pts > self.largest:
+            self.largest = pts
+
+
+#: a jump needs every frame it loses to be this much (seconds) before the window (float rounding of times)
+_JUMP_MARGIN = 1e-7
+
+
+def _jump_index(demuxed: Iterator[av.Packet], ahead: deque[av.Packet], behind: _PtsBound, window: float,
+                seconds_per_tick: float, origin: float) -> int:
+    """Read packets into the empty ``ahead`` up to the window (relative seconds) of the next target and return
+    the position in ``ahead`` of the keyframe to resume decoding at (0: decode them all).
+
+    A keyframe K at position k >= 1 qualifies when it splits the stream in time: every packet before it in
+    decode order (``behind``: all decoded or dropped so far, and ``ahead[:k]``) has a pts, smaller than
+    pts(K) and shown more than ``_JUMP_MARGIN`` before ``window``, and no packet read after it has a pts <=
+    pts(K) (no leading frames: the reading goes on until a decode time reaches pts(K), past which, decode
+    times being <= presentation times, none can come). Frames before K are then never the frame of this target
+    or a later one, nor the last frame of the stream (K comes out after them); frames from K on do not depend
+    on them and come out the same after the decoder's flush. The latest such K is returned.
+    """
+    for packet in demuxed:
+        ahead.append(packet)
+        if packet.pts is None or packet.dts is None or packet.dts * seconds_per_tick - origin > window:
+            break
+    if len(ahead) < 2 or behind.unknown:
+        return 0
+    candidates = []
+    largest = behind.largest
+    for position, packet in enumerate(ahead):
+        pts = packet.pts
+        if pts is None:
+            break
+        if (position and packet.is_keyframe and largest is not None and largest < pts
+                and largest * seconds_per_tick - origin < window - _JUMP_MARGIN):
+            candidates.append(position)
+        largest = pts if largest is None else max(largest, pts)
+    if not candidates:
+        return 0
+    latest_pts = max(ahead[position].pts for position in candidates)
+    while ahead[-1].pts is not None and ahead[-1].dts is not None and ahead[-1].dts < latest_pts:
+        following = next(demuxed, None)  # read on until no leading frame of a candidate can follow
+        if following is None:
+            break
+        ahead.append(following)
+    smallest_after = None  # smallest pts after each position, from the end
+    shown_after = [None] * len(ahead)
+    for position in range(len(ahead) - 1, -1, -1):
+        shown_after[position] = smallest_after
+        pts = ahead[position].pts
+        if pts is not None and (smallest_after is None or pts < smallest_after):
+            smallest_after = pts
+    for position in reversed(candidates):
+        if shown_after[position] is None or shown_after[position] > ahead[position].pts:
+            return position
+    return 0
 
 
 def _packet_time(packet: av.Packet, seconds_per_tick: float, origin: float | None) -> float | None:
