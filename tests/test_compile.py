@@ -6,11 +6,15 @@ two cores with an empty inductor cache (~45 s with a warm one). They run in ``ma
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from pytorch_lightning import Callback
 
 from helpers_model import make_module, random_ids
 from xclip_pl.cli import build_cli
@@ -19,6 +23,7 @@ from xclip_pl.model.xclip import XCLIP
 from xclip_pl.module import XCLIPRetrieval
 
 TINY = dict(clip="tiny", max_words=16, max_frames=3, temporal_layers=1)
+TESTS = Path(__file__).resolve().parent
 
 
 def test_compile_keeps_the_state_dict_and_checkpoints_load_both_ways():
@@ -129,3 +134,51 @@ def test_compiled_fit_checkpoints_resumes_and_tests(tmp_path):
     assert eager.keys() == tested.keys()
     for key, value in eager.items():
         assert tested[key] == pytest.approx(value, abs=1e-4), key  # ranks of 6 videos; rounding cannot reorder them
+
+
+class CompiledRanks(Callback):
+    """Writes ``<default_root_dir>/compiled<rank>.txt``: which functions this rank's module compiled; rank 0
+    also saves the weights before training (``initial.pt``)."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if trainer.global_rank == 0:
+            torch.save(pl_module.state_dict(), Path(trainer.default_root_dir) / "initial.pt")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        path = Path(trainer.default_root_dir) / f"compiled{trainer.global_rank}.txt"
+        path.write_text(",".join(sorted(pl_module._compiled)))
+
+
+def _ddp_fit(run_dir: Path, config: Path, *flags: str) -> dict[str, torch.Tensor]:
+    """``xclip-pl fit`` on 2 CPU processes (gloo DDP) in a subprocess; the weights in its last.ckpt."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "xclip_pl.cli", "fit", "--config", str(config),
+                           "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.default_root_dir",
+                           str(run_dir), "--trainer.callbacks+=test_compile.CompiledRanks", "--test_after_fit", "false",
+                           "--model.optimizer", "torch.optim.SGD", "--model.scheduler", "null", "--model.lr", "0.1",
+                           *flags], cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"xclip-pl fit failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_compiled_ddp_fit_on_two_processes_equals_the_eager_one(tmp_path):
+    """``model.compile`` under DDP (2 CPU processes, gloo): every rank compiles, the gathers and gradient
+    averaging still work, and the weights equal an eager DDP run's on the same batches to float rounding
+    (SGD, so no normalised update can magnify a rounding difference)."""
+    data_root = tmp_path / "synthetic"
+    ensure_synthetic_msrvtt(data_root, num_train=8, num_test=6, seed=0, progress=False)
+    config = _config(tmp_path, data_root)
+    eager = _ddp_fit(tmp_path / "eager", config)
+    compiled = _ddp_fit(tmp_path / "compiled", config, "--model.compile", "true")
+    for rank in (0, 1):
+        assert (tmp_path / "compiled" / f"compiled{rank}.txt").read_text() == "encode_text,encode_video,similarity"
+        assert (tmp_path / "eager" / f"compiled{rank}.txt").read_text() == ""
+    initial = torch.load(tmp_path / "eager" / "initial.pt", weights_only=True)
+    assert all(torch.equal(initial[k], v) for k, v in
+               torch.load(tmp_path / "compiled" / "initial.pt", weights_only=True).items())  # same start
+    assert list(compiled) == list(eager) == list(initial)
+    moved = max((eager[k] - initial[k]).abs().max().item() for k in eager if eager[k].is_floating_point())
+    assert moved > 1e-3  # the runs trained
+    for name, value in eager.items():
+        torch.testing.assert_close(compiled[name], value, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
