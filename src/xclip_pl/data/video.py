@@ -255,48 +255,17 @@ def _grab_frames(
     skip_nonref = skip_nonref and hasattr(codec, "skip_frame")  # a PyAV without the setting decodes everything
     seconds_per_tick = float(stream.time_base) if stream.time_base else 0.0
     jumps = skip_nonref and origin is not None and seconds_per_tick > 0 and hasattr(codec, "flush_buffers")
+    feed = _PacketFeed(container.demux(stream), codec, seconds_per_tick, origin, jumps)
+    skipper = _NonrefSkipper(codec, seconds_per_tick) if skip_nonref else None
     kept: list[np.ndarray] = []
     last_frame, last_time = None, None
-    skipped_until = None  # latest time of a skipped packet
-    skipping = False  # the decoder's skip_frame setting is NONREF
-    demuxed = iter(container.demux(stream))
-    ahead: deque[av.Packet] = deque()  # packets read from the demuxer, not yet decoded or dropped
-    behind = _PtsBound()  # pts of every packet taken from ``ahead`` (decoded or dropped)
-    keyframe, jumped_to = None, None  # the keyframe of the last jump and its pts: every later packet is shown after it
-    awaited = None  # pts of that keyframe until its frame has come out, the first after the jump
-    while True:
-        if not ahead:
-            if jumps:
-                window = targets[len(kept)] - half - _TIME_EPS
-                jump = _jump_index(demuxed, ahead, behind, window, seconds_per_tick, origin)
-                if jump:
-                    for _ in range(jump):
-                        behind.add(ahead.popleft().pts)
-                    codec.flush_buffers()  # as a seek does; the frames still inside are all before the window
-                    keyframe = ahead[0]
-                    jumped_to = awaited = keyframe.pts
-            else:
-                ahead.extend(itertools.islice(demuxed, 1))
-            if not ahead:
-                break
-        packet = ahead.popleft()
-        behind.add(packet.pts)
-        if jumped_to is not None and packet is not keyframe and packet.pts is not None and packet.pts <= jumped_to:
-            raise _NeedsFullDecode  # a frame shown before the keyframe jumped to (an open GOP's leading frame)
-        if skip_nonref:
-            packet_time = _packet_time(packet, seconds_per_tick, origin)
-            skip = packet_time is not None and packet_time < targets[len(kept)] - half - _TIME_EPS
-            if skip != skipping:  # set only on a change: the setter is not free
-                codec.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
-            if skip:
-                skipped_until = packet_time if skipped_until is None else max(skipped_until, packet_time)
+    while (packet := feed.next(targets[len(kept)] - half - _TIME_EPS)) is not None:
+        if skipper is not None:
+            skipper.before(packet, origin, targets[len(kept)] - half - _TIME_EPS)
         for frame in packet.decode():
-            if frame.time is None and (skipped_until is not None or jumped_to is not None):
+            if frame.time is None and ((skipper is not None and skipper.skipped_until is not None) or feed.jumped):
                 raise _NeedsFullDecode  # times are counted frame by frame: every frame must be seen
-            if awaited is not None:
-                if frame.pts != awaited:
-                    raise _NeedsFullDecode  # the decoder did not restart at the keyframe
-                awaited = None
+            feed.check_frame(frame)
             time = _frame_time(frame, last_time, timing.frame_interval)
             origin = time if origin is None else origin
             relative = time - origin
@@ -307,17 +276,99 @@ def _grab_frames(
                 if len(kept) == len(targets):
                     return kept
             last_frame, last_time = frame, relative
-    if awaited is not None:
-        raise _NeedsFullDecode  # the keyframe jumped to never came out
-    if skipped_until is not None and (last_time is None or skipped_until > last_time):
-        raise _NeedsFullDecode  # the stream's true last frame may have been skipped
+    feed.check_end()
+    if skipper is not None:
+        skipper.check_end(last_time)
+    return _fill_after_stream_end(kept, targets, last_frame, last_time, timing.frame_interval, to_pixels)
+
+
+def _fill_after_stream_end(kept: list[np.ndarray], targets: list[float], last_frame: av.VideoFrame | None,
+                           last_time: float | None, frame_interval: float,
+                           to_pixels: Callable[[av.VideoFrame], np.ndarray]) -> list[np.ndarray]:
+    """The stream ended before every target had its frame: the last frame stands in for the targets within
+    the tolerance of its time (an approximate header duration); further ones raise _StreamEndedEarly."""
     if last_frame is None:
         return kept
-    tolerance = max(2.0 * timing.frame_interval, 0.1)
+    tolerance = max(2.0 * frame_interval, 0.1)
     if targets[len(kept)] - last_time > tolerance:
-        raise _StreamEndedEarly(last_time + max(timing.frame_interval, _TIME_EPS))
+        raise _StreamEndedEarly(last_time + max(frame_interval, _TIME_EPS))
     pixels = to_pixels(last_frame)
     return kept + [pixels] * (len(targets) - len(kept))
+
+
+class _NonrefSkipper:
+    """Sets the decoder's ``skip_frame`` to NONREF for packets whose time is before the next target's window
+    (only on a change: the setter is not free) and remembers the latest skipped time."""
+
+    def __init__(self, codec, seconds_per_tick: float) -> None:
+        self.codec, self.seconds_per_tick = codec, seconds_per_tick
+        self.skipping = False  # the decoder's skip_frame setting is NONREF
+        self.skipped_until: float | None = None  # latest time of a skipped packet
+
+    def before(self, packet: av.Packet, origin: float | None, window: float) -> None:
+        packet_time = _packet_time(packet, self.seconds_per_tick, origin)
+        skip = packet_time is not None and packet_time < window
+        if skip != self.skipping:
+            self.codec.skip_frame, self.skipping = ("NONREF" if skip else "DEFAULT"), skip
+        if skip:
+            self.skipped_until = packet_time if self.skipped_until is None else max(self.skipped_until, packet_time)
+
+    def check_end(self, last_time: float | None) -> None:
+        if self.skipped_until is not None and (last_time is None or self.skipped_until > last_time):
+            raise _NeedsFullDecode  # the stream's true last frame may have been skipped
+
+
+class _PacketFeed:
+    """The packets to decode, in decode order; with ``jumps``, whole GOPs before the next target's window are
+    dropped and the decoder restarts at the keyframe that splits the stream there (:func:`_jump_index`), with
+    the checks that keep this exact (else _NeedsFullDecode)."""
+
+    def __init__(self, demuxed, codec, seconds_per_tick: float, origin: float | None, jumps: bool) -> None:
+        self.demuxed, self.codec, self.jumps = iter(demuxed), codec, jumps
+        self.seconds_per_tick, self.origin = seconds_per_tick, origin
+        self.ahead: deque[av.Packet] = deque()  # packets read from the demuxer, not yet decoded or dropped
+        self.behind = _PtsBound()  # pts of every packet taken from ``ahead`` (decoded or dropped)
+        self.keyframe, self.jumped_to = None, None  # the last jump's keyframe and its pts: later packets show after it
+        self.awaited = None  # pts of that keyframe until its frame has come out, the first after the jump
+
+    @property
+    def jumped(self) -> bool:
+        return self.jumped_to is not None
+
+    def next(self, window: float) -> av.Packet | None:
+        """The next packet to decode (None at the end); ``window``: the next target's window start (seconds)."""
+        if not self.ahead:
+            if self.jumps:
+                self._read_ahead_and_jump(window)
+            else:
+                self.ahead.extend(itertools.islice(self.demuxed, 1))
+            if not self.ahead:
+                return None
+        packet = self.ahead.popleft()
+        self.behind.add(packet.pts)
+        if self.jumped and packet is not self.keyframe and packet.pts is not None and packet.pts <= self.jumped_to:
+            raise _NeedsFullDecode  # a frame shown before the keyframe jumped to (an open GOP's leading frame)
+        return packet
+
+    def _read_ahead_and_jump(self, window: float) -> None:
+        jump = _jump_index(self.demuxed, self.ahead, self.behind, window, self.seconds_per_tick, self.origin)
+        if jump:
+            for _ in range(jump):
+                self.behind.add(self.ahead.popleft().pts)
+            self.codec.flush_buffers()  # as a seek does; the frames still inside are all before the window
+            self.keyframe = self.ahead[0]
+            self.jumped_to = self.awaited = self.keyframe.pts
+
+    def check_frame(self, frame: av.VideoFrame) -> None:
+        """The first frame out after a jump must be the keyframe's."""
+        if self.awaited is not None:
+            if frame.pts != self.awaited:
+                raise _NeedsFullDecode  # the decoder did not restart at the keyframe
+            self.awaited = None
+
+    def check_end(self) -> None:
+        if self.awaited is not None:
+            raise _NeedsFullDecode  # the keyframe jumped to never came out
 
 
 class _PtsBound:
