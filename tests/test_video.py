@@ -1,6 +1,7 @@
 """PyAV decoding and the reference's 1-fps frame sampling, on clips written by the tests."""
 from __future__ import annotations
 
+from collections import deque
 from fractions import Fraction
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from xclip_pl.data import video
+from xclip_pl.data import frame_grab, video
 from xclip_pl.data.video import VideoDecodeError, decode_clip, sample_frame_indices
 
 
@@ -244,10 +245,10 @@ def b_frame_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _decode_both(monkeypatch: pytest.MonkeyPatch, path: Path, **kwargs) -> tuple[tuple, tuple, list[int]]:
     """decode_clip with and without skipping, and how many frames each decoded."""
     counts = []
-    original = video._frame_time
+    original = frame_grab._frame_time
     for skip in (True, False):
         calls = []
-        monkeypatch.setattr(video, "_frame_time", lambda *a: calls.append(1) or original(*a))
+        monkeypatch.setattr(frame_grab, "_frame_time", lambda *a: calls.append(1) or original(*a))
         result = decode_clip(path, image_size=16, skip_nonref=skip, **kwargs)
         counts.append(len(calls))
         if skip:
@@ -319,7 +320,7 @@ def _grab(targets: list[float], skip: bool) -> tuple[list[np.ndarray], list[int]
     container = type("Container", (), {"demux": lambda _, s: s.packets()})()
     timing = video._StreamTiming(origin=0.0, duration=1.0, frame_interval=0.1)
     to_pixels = video.FrameConverter(16, resize="pil")  # the fake frames only make PIL images
-    return video._grab_frames(container, stream, timing, targets, to_pixels, skip_nonref=skip), stream.decoded
+    return frame_grab._grab_frames(container, stream, timing, targets, to_pixels, skip_nonref=skip), stream.decoded
 
 
 def test_skip_decisions_on_a_known_stream() -> None:
@@ -330,7 +331,7 @@ def test_skip_decisions_on_a_known_stream() -> None:
     assert [read_index(frame) for frame in kept] == [0, 5, 9]
     full, _ = _grab([0.0, 0.5, 0.9], skip=False)
     np.testing.assert_array_equal(np.stack(kept), np.stack(full))
-    with pytest.raises(video._NeedsFullDecode):  # 1.05 s: past the end, the last frame (9, skipped) is due
+    with pytest.raises(frame_grab._NeedsFullDecode):  # 1.05 s: past the end, the last frame (9, skipped) is due
         _grab([0.0, 1.05], skip=True)
     kept, _ = _grab([0.0, 1.05], skip=False)
     assert [read_index(frame) for frame in kept] == [0, 9]
@@ -388,7 +389,7 @@ def _grab_reordered(targets: list[float], skip: bool, **kwargs) -> tuple[list[in
     container = type("Container", (), {"demux": lambda _, s: s.packets()})()
     timing = video._StreamTiming(origin=0.0, duration=1.7, frame_interval=0.1)
     to_pixels = video.FrameConverter(16, resize="pil")
-    kept = video._grab_frames(container, stream, timing, targets, to_pixels, skip_nonref=skip)
+    kept = frame_grab._grab_frames(container, stream, timing, targets, to_pixels, skip_nonref=skip)
     return [read_index(frame) for frame in kept], stream.decoded
 
 
@@ -482,8 +483,8 @@ def test_jumping_to_keyframes_keeps_the_same_frames(tmp_path: Path, monkeypatch:
     path = write_index_clip(tmp_path / "short_gops.mp4", num_frames=100, rate=5, preset="medium", gop_size=5,
                             options={"sc_threshold": "0", **options})
     jumps = []
-    original = video._jump_index
-    monkeypatch.setattr(video, "_jump_index", lambda *a: jumps.append(original(*a)) or jumps[-1])
+    original = frame_grab._jump_index
+    monkeypatch.setattr(frame_grab, "_jump_index", lambda *a: jumps.append(original(*a)) or jumps[-1])
     for kwargs in (dict(max_frames=4), dict(max_frames=3, sampling="head", fps=0.25), dict(max_frames=5, start=3.3),
                    dict(max_frames=6, fps=0.3)):
         jumps.clear()
@@ -503,17 +504,17 @@ def test_no_jump_to_a_keyframe_with_leading_frames() -> None:
     def packet(pts: int, key: bool = False):
         return type("Packet", (), {"pts": pts, "dts": pts - 1, "is_keyframe": key})()
 
-    behind = video._PtsBound()
+    behind = frame_grab._PtsBound()
     behind.add(0)
     closed = [packet(1), packet(2), packet(3, key=True), packet(4), packet(5), packet(20)]
-    ahead = video.deque()
-    assert video._jump_index(iter(closed), ahead, behind, 1.5, 0.1, 0.0) == 2
+    ahead = deque()
+    assert frame_grab._jump_index(iter(closed), ahead, behind, 1.5, 0.1, 0.0) == 2
     open_gop = [packet(1), packet(2), packet(4, key=True), packet(3), packet(5), packet(20)]
-    ahead = video.deque()
-    assert video._jump_index(iter(open_gop), ahead, behind, 1.5, 0.1, 0.0) == 0
+    ahead = deque()
+    assert frame_grab._jump_index(iter(open_gop), ahead, behind, 1.5, 0.1, 0.0) == 0
     late = [packet(1), packet(16), packet(17, key=True), packet(18), packet(20)]  # 1.6 s is past the window
-    ahead = video.deque()
-    assert video._jump_index(iter(late), ahead, behind, 1.5, 0.1, 0.0) == 0
+    ahead = deque()
+    assert frame_grab._jump_index(iter(late), ahead, behind, 1.5, 0.1, 0.0) == 0
 
 
 # ------------------------------------------------------------------ bad files vs programming errors
