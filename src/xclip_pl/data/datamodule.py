@@ -14,7 +14,6 @@ decoded frames in ``<cache>/frame_cache/``.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from xclip_pl.data.arguments import check_data_numbers
 from xclip_pl.data.bad_videos import BadVideoLog
 from xclip_pl.data.cache import CacheFormat, ClipLoader
 from xclip_pl.data.dataset import EvalCaptions, EvalVideos, TrainPairs, collate
@@ -52,35 +52,6 @@ STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
     "fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
     None: ("train", "val", "test"),
 }
-
-#: ``argument -> (smallest allowed value, what it is)`` of the numeric datamodule arguments; ``fps`` must be above 0.
-NUMBER_LIMITS: dict[str, tuple[float, str]] = {
-    "max_words": (3, "token slots per caption, SOT and EOT included (reference: 32)"),
-    "max_frames": (1, "frames per clip (reference: 12)"),
-    "image_size": (1, "frame side in pixels (the vision tower's, e.g. 224)"),
-    "batch_size": (1, "training pairs per device and step"),
-    "eval_batch_size": (1, "videos or captions per device and evaluation step"),
-    "num_workers": (0, "DataLoader worker processes per device (0: decode in the main process)"),
-    "tokenizer_vocab_size": (514, "largest vocabulary of the offline BPE, specials included"),
-    "pad_token_id": (0, "token id written after EOT (reference: 0)"),
-}
-
-
-def check_data_numbers(**values: float) -> None:
-    """A ValueError naming ``data.init_args.<key>`` for the first value out of range (see ``NUMBER_LIMITS``;
-    ``fps`` must be a finite number above 0), before anything is built or decoded."""
-    for key, value in values.items():
-        if key == "fps":
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-            need, what = "a number > 0", "candidate frames per second (reference: 1)"
-        else:
-            low, what = NUMBER_LIMITS[key]
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-            need = f"a whole number >= {low}"
-        if not ok:
-            raise ValueError(f"data.init_args.{key}: got {value!r}; it is the {what} and must be {need}. Set it in the "
-                             f"config or with --data.init_args.{key} <value>")
-
 
 class VideoTextDataModule(pl.LightningDataModule):
     """Base class of the text-video datamodules: subclasses implement :meth:`load_records`.
