@@ -5,8 +5,9 @@ temporary directory and times, on one decoder thread, how many clips per second 
 12 frames of 224x224:
 
 * ours:             ``decode_clip(max_frames=12, image_size=224)`` with its defaults (target timestamps first,
-                    sequential decode skipping non-reference frames no target needs, RGB + swscale bicubic resize
-                    only for the kept frames);
+                    sequential decode skipping non-reference frames no target needs and jumping to keyframes, RGB
+                    only for the kept frames, then torch's antialiased bicubic resize of them in one batch);
+* ours, swscale resize: the same with ``resize="swscale"`` (swscale's bicubic, frame by frame);
 * ours, PIL resize: the same with ``resize="pil"`` (the reference's resize, byte-identical pixels);
 * ours, paper recipe: the paper recipes' data switches (``frame_times="reference"``, ``color_matrix="bt601"``,
                     ``resize="pil"``), what their cold pass decodes;
@@ -18,7 +19,8 @@ temporary directory and times, on one decoder thread, how many clips per second 
 Each round times every loader once, in turn (so a change in machine load hits all of them alike); the table
 gives the median over rounds. Pixel differences are against the reference method's frames, in levels of 255.
 
-Usage: ``python benchmarks/decode.py [--runs 9]``; prints markdown tables.
+Usage: ``OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/decode.py [--runs 9]`` (one core); prints markdown
+tables.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Callable
 
 import av
 import numpy as np
+import torch
 from PIL import Image
 
 from xclip_pl.data.cache import ClipLoader
@@ -72,6 +75,10 @@ def _open_single_thread(path: Path) -> tuple[av.container.InputContainer, av.Vid
 
 def ours(path: Path) -> np.ndarray:
     return decode_clip(path, MAX_FRAMES, IMAGE_SIZE)[0]
+
+
+def ours_swscale_resize(path: Path) -> np.ndarray:
+    return decode_clip(path, MAX_FRAMES, IMAGE_SIZE, resize="swscale")[0]
 
 
 def ours_pil_resize(path: Path) -> np.ndarray:
@@ -156,11 +163,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="timed rounds (every loader once per round)")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # one core, as in a DataLoader worker (torch resizes the kept frames)
     with tempfile.TemporaryDirectory() as tmp:
         path = write_benchmark_clip(Path(tmp) / "bench.mp4")
         with av.open(str(path)) as container:
             keyframes = sum(packet.is_keyframe for packet in container.demux(video=0) if packet.size)
-        loaders = {"ours: decode_clip (defaults)": ours, "ours, resize=pil": ours_pil_resize,
+        loaders = {"ours: decode_clip (defaults)": ours, "ours, resize=swscale": ours_swscale_resize,
+                   "ours, resize=pil": ours_pil_resize,
                    "ours, paper-recipe switches": ours_paper_recipe, "reference: seek per second": reference_seek,
                    "naive: decode + RGB every frame": naive, "cache hit: ClipLoader.load": cache_hit_loader(Path(tmp))}
         print(f"{SECONDS} s, {RATE} fps, {WIDTH}x{HEIGHT} H.264 ({keyframes} keyframes); {MAX_FRAMES} frames at "

@@ -66,10 +66,11 @@ def mapped(before: dict) -> dict:
     assert cfg.pop("optimizer") is None and cfg.pop("lr_scheduler") is None  # Lightning's auto optimizer: off
     cfg["data"]["init_args"].setdefault("missing_videos", "error")  # base argument now; was the same behaviour
     cfg["data"]["init_args"]["frame_cache"] = True  # issue 13, after the reshape: the cache is on in every recipe
-    # issue 13 item 3, after the reshape: the new default resizes with swscale; recipes that reproduce the
-    # reference's loader (frame_times: reference) keep PIL's bicubic, the resize every recipe had before
+    # issue 13 item 3, after the reshape: the new default resizes with torch's antialiased bicubic (PIL's filter,
+    # within 2 levels of its bytes); recipes that reproduce the reference's loader (frame_times: reference) keep
+    # PIL's bicubic, the resize every recipe had before
     paper = cfg["data"]["init_args"].get("frame_times") == "reference"
-    cfg["data"]["init_args"]["resize"] = "pil" if paper else "swscale"
+    cfg["data"]["init_args"]["resize"] = "pil" if paper else "torch"
     # issue 14, after the reshape: last.ckpt every 500 steps too (mid-epoch resume), `--require_checkpoint`, and
     # the W&B logger's `id` (a resumed run continues its own run id); none changes what a run computes
     cfg["checkpoint"]["last_every_n_train_steps"] = 500

@@ -130,7 +130,7 @@ def test_empty_windows_raise(ten_second_clip: Path) -> None:
         decode_clip(ten_second_clip, max_frames=4, image_size=16, start=5, end=2)  # reversed
 
 
-@pytest.mark.parametrize("resize", ["swscale", "pil"])
+@pytest.mark.parametrize("resize", ["torch", "swscale", "pil"])
 def test_only_kept_frames_are_converted(ten_second_clip: Path, monkeypatch: pytest.MonkeyPatch, resize: str) -> None:
     calls = []
     original = video.FrameConverter.__call__

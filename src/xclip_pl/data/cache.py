@@ -55,8 +55,8 @@ class ClipLoader:
         skip_nonref: skip decoding non-reference frames that no kept frame needs (same frames, less work;
             see ``decode_clip``).
         decode_threads: FFmpeg threads per decode (DataLoader workers already decode in parallel).
-        resize: ``swscale`` (default) or PIL's bicubic as the reference (``pil``; see ``decode_clip``); part of the
-            key unless ``pil`` (so caches filled before the switch existed stay valid).
+        resize: ``torch`` (default), ``swscale``, or PIL's bicubic as the reference (``pil``; see ``decode_clip``);
+            part of the key unless ``pil`` (so caches filled before the switch existed stay valid).
         cache_format: ``npy`` (default): raw uint8, the decoded pixels exactly; ``jpeg``: LOSSY JPEG strips,
             ~5-10x less disk, pixels within a few levels of the decoded ones (see the module docstring).
         jpeg_quality: JPEG quality (1-95) of ``cache_format: jpeg``; part of the cache key.
@@ -66,7 +66,7 @@ class ClipLoader:
                  cache_dir: Path | None = None, strict: bool = False, bad_log: BadVideoLog | None = None,
                  frame_times: FrameTimes = "timestamps", color_matrix: ColorMatrix = "tagged",
                  skip_nonref: bool = True, decode_threads: int = 1, cache_format: CacheFormat = "npy",
-                 jpeg_quality: int = 95, resize: ResizeMethod = "swscale") -> None:
+                 jpeg_quality: int = 95, resize: ResizeMethod = "torch") -> None:
         self.max_frames, self.image_size, self.fps, self.sampling = max_frames, image_size, fps, sampling
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.strict, self.bad_log = strict, bad_log

@@ -69,9 +69,10 @@ class VideoTextDataModule(pl.LightningDataModule):
         color_matrix: YUV -> RGB conversion. ``tagged``: the matrix and range the video is tagged with (right
             colours for BT.709 HD video); ``bt601``: BT.601 whatever the tag, as OpenCV (reference). The same
             on untagged videos.
-        resize: how frames are resized to ``image_size``. ``swscale``: swscale's bicubic on the RGB planes (~6x
-            faster; ~0.25 levels from PIL's on average, up to ~10 at sharp edges); ``pil``: PIL's bicubic, the
-            reference's bytes (reference).
+        resize: how frames are resized to ``image_size`` (bicubic, short side, then centre crop). ``torch``:
+            torch's antialiased bicubic, PIL's filter (within 2 levels of PIL's bytes, ~6x faster);
+            ``swscale``: swscale's bicubic on the RGB planes (~0.25 levels from PIL's on average, up to ~10 at
+            sharp edges); ``pil``: PIL's bicubic, the reference's bytes (reference).
         image_size: square frame side after resize and centre crop (must match the vision tower).
         batch_size: training pairs per device and step (the contrastive batch is this times the devices).
         eval_batch_size: videos or captions per device and step in val / test / predict.
@@ -112,7 +113,7 @@ class VideoTextDataModule(pl.LightningDataModule):
         frame_sampling: Literal["uniform", "head", "tail"] = "uniform",
         frame_times: Literal["timestamps", "reference"] = "timestamps",
         color_matrix: Literal["tagged", "bt601"] = "tagged",
-        resize: Literal["swscale", "pil"] = "swscale",
+        resize: Literal["torch", "swscale", "pil"] = "torch",
         image_size: int = 224,
         batch_size: int = 32,
         eval_batch_size: int = 64,

@@ -20,10 +20,10 @@ Three switches reproduce the reference where it differs from this default:
   (:mod:`xclip_pl.data.reference_frames`). Same frames as the timestamps at integer frame rates.
 * ``color_matrix="bt601"``: YUV -> RGB with swscale's defaults (BT.601, range from the pixel format) as
   OpenCV does, instead of the matrix and range the stream is tagged with (BT.709 on most HD video).
-* ``resize="pil"``: PIL's bicubic resize of the RGB image, as the reference, instead of swscale's bicubic
-  resize of the planar RGB frame (``swscale``: the same RGB conversion, then a resize ~6x faster than PIL's;
-  ~0.25 levels from PIL's on average, over 99 % of values within one level, up to ~10 at sharp edges, where
-  swscale's cubic (a = -0.6) rings a little more than PIL's (a = -0.5); ``tests/test_decode_resize.py``).
+* ``resize="pil"``: PIL's bicubic resize of the RGB image, as the reference, instead of torch's ``uint8``
+  antialiased bicubic (PIL's filter: within 2 levels of PIL's bytes, ~0.004 levels apart on average, ~6x
+  faster) or swscale's bicubic (``resize="swscale"``); see
+  :mod:`xclip_pl.data.frame_convert` and ``tests/test_decode_resize.py``.
 """
 from __future__ import annotations
 
@@ -31,10 +31,17 @@ from pathlib import Path
 from typing import Literal
 
 import av
-import av.video.reformatter
 import numpy as np
-from PIL import Image
 
+from xclip_pl.data.frame_convert import (  # noqa: F401 (re-exported: the decoding API's helpers)
+    ColorMatrix,
+    FrameConverter,
+    ResizeMethod,
+    center_crop_origin,
+    frame_to_image,
+    resize_center_crop,
+    resized_size,
+)
 from xclip_pl.data.frame_grab import (
     _TIME_EPS,
     _grab_frames,
@@ -45,8 +52,6 @@ from xclip_pl.data.frame_grab import (
 
 FrameSampling = Literal["uniform", "head", "tail"]
 FrameTimes = Literal["timestamps", "reference"]
-ColorMatrix = Literal["tagged", "bt601"]
-ResizeMethod = Literal["swscale", "pil"]
 
 class VideoDecodeError(RuntimeError):
     """A video that cannot be decoded (missing, zero bytes, truncated, not a video, no frames).
@@ -87,79 +92,6 @@ def candidate_times(duration: float, fps: float, start: float | None = None, end
             return times
         times.append(t)
         k += 1
-
-
-def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
-    """(width, height) with the short side ``image_size`` (torchvision ``Resize(size)`` arithmetic)."""
-    short, long = min(width, height), max(width, height)
-    new_long = int(image_size * long / short)
-    return (image_size, new_long) if width <= height else (new_long, image_size)
-
-
-def center_crop_origin(width: int, height: int, image_size: int) -> tuple[int, int]:
-    """(left, top) of the centred ``image_size`` square (torchvision ``CenterCrop(size)`` arithmetic)."""
-    return int(round((width - image_size) / 2.0)), int(round((height - image_size) / 2.0))
-
-
-def resize_center_crop(image: Image.Image, image_size: int) -> np.ndarray:
-    """PIL bicubic resize so the short side is ``image_size``, then centre crop to a square
-    (torchvision ``Resize(size, BICUBIC)`` + ``CenterCrop(size)`` arithmetic). -> uint8 [S, S, 3]."""
-    new_size = resized_size(*image.size, image_size)
-    if new_size != image.size:
-        image = image.resize(new_size, Image.BICUBIC)
-    left, top = center_crop_origin(*new_size, image_size)
-    image = image.crop((left, top, left + image_size, top + image_size))
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def _colour_arguments(frame: av.VideoFrame, color_matrix: ColorMatrix) -> dict[str, str]:
-    """swscale's source matrix and range for ``color_matrix`` (empty: the frame's own tags)."""
-    if color_matrix == "bt601" and not frame.format.is_rgb and frame.format.name.startswith(("yuv", "nv")):
-        full_range = frame.format.name.startswith("yuvj")
-        return {"src_colorspace": "ITU601", "src_color_range": "JPEG" if full_range else "MPEG"}
-    return {}
-
-
-def frame_to_image(frame: av.VideoFrame, color_matrix: ColorMatrix = "tagged") -> Image.Image:
-    """RGB PIL image of a decoded frame. ``tagged``: the matrix and range the frame is tagged with (swscale's
-    BT.601 limited range when untagged); ``bt601``: BT.601 whatever the tag, limited range unless the pixel
-    format is a full-range ``yuvj*`` one: what OpenCV's ``sws_scale`` with default settings does."""
-    return frame.to_image(**_colour_arguments(frame, color_matrix))
-
-
-def _plane_pixels(plane: av.video.plane.VideoPlane, height: int) -> np.ndarray:
-    """uint8 [height, line_size] view of one 8-bit plane (rows may be padded past the plane's width)."""
-    return np.frombuffer(plane, dtype=np.uint8).reshape(height, plane.line_size)
-
-
-class FrameConverter:
-    """Decoded frame -> uint8 [S, S, 3] RGB: YUV -> RGB (``color_matrix``), bicubic resize of the short side to
-    ``image_size``, centre crop. ``resize``: ``pil`` resizes the RGB image with PIL as the reference;
-    ``swscale`` converts to planar RGB with the same swscale conversion (the same RGB bytes), then resizes the
-    planes with swscale's bicubic (~6x faster; ~0.25 levels from PIL's on average, over 99 % of values within
-    one level, up to ~10 at sharp edges). One converter per decode: it
-    keeps its two swscale contexts between frames."""
-
-    def __init__(self, image_size: int, color_matrix: ColorMatrix = "tagged", resize: ResizeMethod = "swscale") -> None:
-        self.image_size, self.color_matrix, self.resize = image_size, color_matrix, resize
-        self._to_planar_rgb = av.video.reformatter.VideoReformatter()
-        self._resizer = av.video.reformatter.VideoReformatter()
-
-    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        if self.resize == "pil":
-            return resize_center_crop(frame_to_image(frame, self.color_matrix), self.image_size)
-        return self._swscale_resize_center_crop(frame)
-
-    def _swscale_resize_center_crop(self, frame: av.VideoFrame) -> np.ndarray:
-        """gbrp at full size (swscale's RGB conversion, as ``to_image``), bicubic resize, crop, -> RGB."""
-        planar_rgb = self._to_planar_rgb.reformat(frame, format="gbrp", threads=1,
-                                                  **_colour_arguments(frame, self.color_matrix))
-        width, height = resized_size(frame.width, frame.height, self.image_size)
-        resized = self._resizer.reformat(planar_rgb, width=width, height=height, interpolation="BICUBIC", threads=1)
-        left, top = center_crop_origin(width, height, self.image_size)
-        rows, columns = slice(top, top + self.image_size), slice(left, left + self.image_size)
-        green, blue, red = (_plane_pixels(plane, height)[rows, columns] for plane in resized.planes)
-        return np.stack([red, green, blue], axis=-1)
 
 
 def _stream_timing(container: av.container.InputContainer, stream: av.VideoStream) -> _StreamTiming:
@@ -240,8 +172,8 @@ def _check_arguments(max_frames: int, image_size: int, fps: float, sampling: str
         raise ValueError(f"frame_times must be 'timestamps' or 'reference', got {frame_times!r}")
     if color_matrix not in ("tagged", "bt601"):
         raise ValueError(f"color_matrix must be 'tagged' or 'bt601', got {color_matrix!r}")
-    if resize not in ("swscale", "pil"):
-        raise ValueError(f"resize must be 'swscale' or 'pil', got {resize!r}")
+    if resize not in ("torch", "swscale", "pil"):
+        raise ValueError(f"resize must be 'torch', 'swscale' or 'pil', got {resize!r}")
     if max_frames < 1 or image_size < 1 or fps <= 0:
         raise ValueError(f"need max_frames >= 1, image_size >= 1, fps > 0; got {max_frames}, {image_size}, {fps}")
     if frame_times == "reference" and fps != int(fps):
@@ -261,15 +193,16 @@ def decode_clip(
     color_matrix: ColorMatrix = "tagged",
     skip_nonref: bool = True,
     decode_threads: int = 1,
-    resize: ResizeMethod = "swscale",
+    resize: ResizeMethod = "torch",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode the reference's 1-fps frames of one video (window ``[start, end]`` seconds, inclusive).
 
     ``frame_times``: ``timestamps`` takes the frames shown at ``start + k / fps`` seconds; ``reference``
     the OpenCV loader's frame indices (``int(fps)`` frames a second, whole-second window). ``color_matrix``:
     ``tagged`` converts YUV with the stream's tagged matrix, ``bt601`` with BT.601 as OpenCV does. ``resize``:
-    ``swscale`` resizes the RGB planes with swscale's bicubic (~6x faster; ~0.25 levels from PIL's on average,
-    up to ~10 at sharp edges), ``pil`` with PIL's bicubic as the reference (see :class:`FrameConverter`).
+    ``torch`` resizes with torch's antialiased bicubic (PIL's filter: within 2 levels of PIL's bytes, ~6x
+    faster), ``swscale`` with swscale's bicubic (~0.25 levels from PIL's on average, up to
+    ~10 at sharp edges), ``pil`` with PIL's bicubic as the reference (see :mod:`xclip_pl.data.frame_convert`).
     ``skip_nonref`` (timestamps only): do not decode the packets of non-reference frames before the next
     target (same frames; ~30 % less H.264 work on x264 clips with B-frames); False decodes every frame up to
     the last target. ``decode_threads``: FFmpeg threads per decode (DataLoader workers already run in
