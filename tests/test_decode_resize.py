@@ -142,3 +142,14 @@ def test_torch_resize_gives_every_frame_its_own_pixels() -> None:
     for got, pixels in zip(returned, images):
         want = resize_center_crop(Image.fromarray(pixels), 64)  # rgb24 in, rgb24 out: no colour conversion
         assert got.shape == (64, 64, 3) and np.abs(got.astype(int) - want.astype(int)).max() <= BOUNDS["torch"][2]
+
+
+def test_torch_resize_without_the_out_op_gives_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torch without the private ``out=`` op falls back to ``F.interpolate``: the same pixels."""
+    from xclip_pl.data import frame_convert
+
+    assert frame_convert._BICUBIC_AA_OUT is not None  # this torch has it: the default path is the buffered one
+    path = write_lossless(tmp_path / "textured.mp4", textured_frames(320, 240))
+    buffered, _ = decode_clip(path, 3, 100)
+    monkeypatch.setattr(frame_convert, "_BICUBIC_AA_OUT", None)
+    np.testing.assert_array_equal(decode_clip(path, 3, 100)[0], buffered)

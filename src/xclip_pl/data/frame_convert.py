@@ -21,10 +21,23 @@ import av
 import av.video.reformatter
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 ColorMatrix = Literal["tagged", "bt601"]
 ResizeMethod = Literal["torch", "swscale", "pil"]
+
+
+def _bicubic_aa_out():
+    """The ``out=`` form of the op behind ``F.interpolate(mode="bicubic", antialias=True)`` (private, in torch
+    since 1.11), or None if this torch lacks it: the resize then allocates its output for every frame."""
+    try:
+        return torch.ops.aten._upsample_bicubic2d_aa.out
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_BICUBIC_AA_OUT = _bicubic_aa_out()
 
 
 def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
@@ -94,15 +107,20 @@ class FrameConverter:
         width, height = resized_size(frame.width, frame.height, self.image_size)
         channels = torch.from_numpy(rgb.to_ndarray()).permute(2, 0, 1).unsqueeze(0)  # 1 c h w, channels-last
         if (width, height) != (frame.width, frame.height):
-            if self._resized is None or self._resized.shape[2:] != (height, width):
-                self._resized = torch.empty((1, height, width, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
-            # F.interpolate(mode="bicubic", antialias=True) without allocating its output anew for every frame
-            torch.ops.aten._upsample_bicubic2d_aa.out(channels, [height, width], False, None, None,
-                                                      out=self._resized)
-            channels = self._resized
+            channels = self._bicubic_antialiased(channels, height, width)
         left, top = center_crop_origin(width, height, self.image_size)
         cropped = channels[0, :, top:top + self.image_size, left:left + self.image_size]
         return cropped.permute(1, 2, 0).numpy().copy()  # s s c; a copy: the buffer is reused
+
+    def _bicubic_antialiased(self, channels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """``F.interpolate(channels, (height, width), mode="bicubic", antialias=True)``, written into the buffer
+        this converter keeps (a fresh output per frame costs page faults in a worker)."""
+        if _BICUBIC_AA_OUT is None:
+            return F.interpolate(channels, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+        if self._resized is None or self._resized.shape[2:] != (height, width):
+            self._resized = torch.empty((1, height, width, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # channels-last
+        _BICUBIC_AA_OUT(channels, [height, width], False, None, None, out=self._resized)
+        return self._resized
 
     def _swscale_resize_center_crop(self, frame: av.VideoFrame) -> np.ndarray:
         """gbrp at full size (swscale's RGB conversion, as ``to_image``), bicubic resize, crop, -> RGB."""
