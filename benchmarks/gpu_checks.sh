@@ -116,7 +116,8 @@ fi
 
 # ------------------------------------------------------------------------------------ kernels (issue 5)
 if [[ " $PARTS " == *" kernels "* ]]; then
-  step auto_backend 15 $PY -c "
+  # 60 s: on CPU (--smoke) the first call builds the CPU kernel (~20 s); on a GPU it returns at once
+  step auto_backend 60 $PY -c "
 import torch
 from xclip_pl.model.similarity.backends import select_backend
 device = torch.device('$DEVICE')

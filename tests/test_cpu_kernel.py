@@ -127,18 +127,38 @@ def test_kernel_checks_its_inputs(kernel_module):
         kernel_module.frame_word(scores.double(), None, None, None, None, None, None)
 
 
-def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+def test_a_stale_build_lock_is_removed_and_a_live_build_awaited(tmp_path, monkeypatch):
     """An interrupted build leaves torch's ``lock`` file behind, on which every later load would wait
-    forever; one older than ``STALE_LOCK_S`` is removed, a recent one (a build in progress) is not."""
+    forever. A lock in a build directory unchanged for ``STALE_LOCK_S`` is removed at once; while a build is
+    alive the load waits for its end (the builder removes its lock), and a build that dies during the wait
+    (its directory stops changing) has its lock removed then."""
     import os
+    import threading
     import time
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    for name, age, kept in [("stale", cpu_extension.STALE_LOCK_S + 60, False), ("building", 5, True)]:
+
+    def make_lock(name: str, age: float):
         lock = tmp_path / name / "lock"
         lock.parent.mkdir()
         lock.touch()
-        past = time.time() - age
-        os.utime(lock, (past, past))
-        cpu_extension._clear_stale_lock(name)
-        assert lock.exists() == kept, name
+        os.utime(lock, (time.time() - age, time.time() - age))
+        return lock
+
+    stale = make_lock("stale", cpu_extension.STALE_LOCK_S + 60)
+    cpu_extension._wait_for_build_lock("stale")
+    assert not stale.exists()
+
+    live = make_lock("live", 0)
+    finished = threading.Timer(0.5, live.unlink)  # the builder ends and removes its own lock
+    finished.start()
+    started = time.monotonic()
+    cpu_extension._wait_for_build_lock("live", poll_s=0.05)
+    assert time.monotonic() - started >= 0.4 and not live.exists()
+    finished.join()
+
+    monkeypatch.setattr(cpu_extension, "STALE_LOCK_S", 0.5)
+    dead = make_lock("dead", 0)  # a build that is killed now: nothing changes after this
+    started = time.monotonic()
+    cpu_extension._wait_for_build_lock("dead", poll_s=0.05)
+    assert 0.4 <= time.monotonic() - started < 5 and not dead.exists()

@@ -3,7 +3,8 @@
 It is compiled once per machine with ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja``, both
 installed with xclip-pl's requirements or the system; about 20 s) into ``$TORCH_EXTENSIONS_DIR``
 (default ``~/.cache/torch_extensions``), under a name that includes the CPU's instruction-set flags, so a
-cache shared between different machines never runs code built for another CPU.
+cache shared between different machines never runs code built for another CPU, and the source's path, so two
+checkouts on one machine do not rebuild each other's kernel in turn.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ _lock = threading.Lock()
 _state: dict[str, object] = {}
 
 
-def _cpu_tag() -> str:
-    """Short hash of the CPU's flags (``-march=native`` code is only valid on the CPU it was built for)."""
+def _build_tag() -> str:
+    """Short hash of the CPU's flags (``-march=native`` code is only valid on the CPU it was built for) and of
+    the source's path (torch rebuilds a name whose sources moved)."""
     flags = platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -34,7 +36,7 @@ def _cpu_tag() -> str:
                 break
     except OSError:
         pass
-    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+    return hashlib.sha1((flags + str(SOURCE.resolve())).encode()).hexdigest()[:8]
 
 
 def _ninja_on_path() -> None:
@@ -49,22 +51,37 @@ def _ninja_on_path() -> None:
     os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
-#: A build lock older than this is left over from an interrupted build (a build takes ~20 s).
-STALE_LOCK_S = 600
+#: A build lock whose build directory has not changed for this long is left over from an interrupted build (a
+#: build takes ~20 s on 2 cores).
+STALE_LOCK_S = 300.0
 
 
-def _clear_stale_lock(name: str) -> None:
-    """torch waits forever on the ``lock`` file of a build that was interrupted (Ctrl-C, a killed
-    job); remove one that is clearly stale so that the next evaluation rebuilds instead of hanging."""
+def _wait_for_build_lock(name: str, poll_s: float = 1.0) -> None:
+    """torch waits forever on the ``lock`` file of a build that was interrupted (Ctrl-C, a killed job). Wait
+    here instead while another process's build is alive, and remove the lock once nothing in its build directory
+    has changed for ``STALE_LOCK_S`` (the build died), so that this process builds instead of hanging."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
-        lock = Path(_get_build_directory(name, verbose=False)) / "lock"
-        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+        directory = Path(_get_build_directory(name, verbose=False))
+    except Exception:  # private torch API: leave it to torch
+        return
+    lock, announced = directory / "lock", False
+    while lock.exists():
+        try:
+            idle_s = time.time() - max(path.stat().st_mtime for path in directory.iterdir())
+        except (OSError, ValueError):  # the build finished (and cleaned up) while we looked
+            continue
+        if idle_s > STALE_LOCK_S:
             log.warning("removing a stale build lock left by an interrupted build: %s", lock)
-            lock.unlink()
-    except Exception:  # private torch API or file system trouble: leave it to torch
-        pass
+            lock.unlink(missing_ok=True)
+            return
+        if not announced:
+            log.warning("waiting for another process's build of the fused CPU AOSM kernel (%s); if none is "
+                        "running, it is removed after %.0f s without changes, or delete it yourself", lock,
+                        STALE_LOCK_S)
+            announced = True
+        time.sleep(poll_s)
 
 
 def build_error() -> str | None:
@@ -84,8 +101,8 @@ def load(verbose: bool = False) -> ModuleType | None:
             from torch.utils.cpp_extension import load as load_extension
 
             _ninja_on_path()
-            name = f"xclip_pl_aosm_cpu_{_cpu_tag()}"
-            _clear_stale_lock(name)
+            name = f"xclip_pl_aosm_cpu_{_build_tag()}"
+            _wait_for_build_lock(name)
             log.info("loading the fused CPU AOSM kernel (built on first use: ~20 s, once per machine)")
             module = load_extension(
                 name=name,
