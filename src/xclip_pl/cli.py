@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import sys
+import warnings
 
 from jsonargparse import lazy_instance
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
@@ -20,6 +21,10 @@ from xclip_pl.model.presets import PRESETS
 from xclip_pl.module import XCLIPRetrieval
 from xclip_pl.tools.convert import converted_tokenizer
 from xclip_pl.train.resume import prepare_trainer, resolve_ckpt_path
+
+# Lightning 2.6 builds torch's deprecated LeafSpec when it moves batches; torch 2.13 warns at every `test`, and
+# there is nothing for a user to act on
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 class XCLIPSaveConfig(SaveConfigCallback):
