@@ -70,8 +70,8 @@ def _wait_for_build_lock(name: str, poll_s: float = 1.0) -> None:
     while lock.exists():
         try:
             idle_s = time.time() - max(path.stat().st_mtime for path in directory.iterdir())
-        except (OSError, ValueError):  # the build finished (and cleaned up) while we looked
-            continue
+        except (OSError, ValueError):  # the lock went away while we looked, or the directory is unreadable
+            return  # leave it to torch
         if idle_s > STALE_LOCK_S:
             log.warning("removing a stale build lock left by an interrupted build: %s", lock)
             lock.unlink(missing_ok=True)
@@ -103,7 +103,7 @@ def load(verbose: bool = False) -> ModuleType | None:
             _ninja_on_path()
             name = f"xclip_pl_aosm_cpu_{_build_tag()}"
             _wait_for_build_lock(name)
-            log.info("loading the fused CPU AOSM kernel (built on first use: ~20 s, once per machine)")
+            log.info("loading the fused CPU AOSM kernel (built on first use: ~20 s, once per machine and checkout)")
             module = load_extension(
                 name=name,
                 sources=[str(SOURCE)],
