@@ -1,6 +1,6 @@
 """The fused CPU AOSM kernel (``kernels/aosm_cpu.cpp``): built on first use, or ``None`` when it cannot be.
 
-It is compiled once per machine with ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja``, both
+It is compiled once per machine and checkout with ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja``, both
 installed with xclip-pl's requirements or the system; about 20 s) into ``$TORCH_EXTENSIONS_DIR``
 (default ``~/.cache/torch_extensions``), under a name that includes the CPU's instruction-set flags, so a
 cache shared between different machines never runs code built for another CPU, and the source's path, so two
